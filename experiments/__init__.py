@@ -1,0 +1,1 @@
+"""experiments: the paper's experiments as one-command recipes with generated reports."""

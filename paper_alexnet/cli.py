@@ -1,0 +1,37 @@
+"""One command line, `alexnet <verb>` (DESIGN decision 8). Each verb lives in its own module and is
+imported only when asked for, so `alexnet prep` runs without torch."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> (module, one-line help). Each module has main(argv) -> int.
+VERBS = {
+    "demo": ("paper_alexnet.demo", "synthetic data -> prep -> train -> eval -> report, on any CPU"),
+    "summary": ("paper_alexnet.summary", "per-tower, per-layer shapes, parameters, multiply-adds"),
+    "prep": ("data_prep.__main__", "prepare ImageNet / CIFAR-10 / Fashion-MNIST / synthetic data"),
+    "train": ("paper_alexnet.train", "train a network from a config into a run directory"),
+    "eval": ("paper_alexnet.evaluate", "top-1/top-5 error, centre crop and ten crops, ensembles"),
+    "experiment": ("experiments.cli", "the paper's experiments: reproduce, ablate, relu-vs-tanh"),
+    "report": ("experiments.report", "regenerate the report of run directories"),
+    "bench": ("experiments.bench", "speed: LRN, train step, input pipeline, end to end"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: alexnet <verb> [options]   (alexnet <verb> --help for a verb's options)", ""]
+    lines += [f"  {verb:<11} {text}" for verb, (_, text) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"alexnet: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(VERBS[verb][0])
+    return int(module.main(rest) or 0)

@@ -1,0 +1,278 @@
+"""Run configuration (DESIGN decision 3): nested frozen dataclasses whose defaults ARE the paper.
+
+Every default cites the section of Krizhevsky, Sutskever & Hinton (2012) it comes from; every
+deviation the paper leaves open (224 vs 227, LRN convention, PCA scaling, mean alignment, optimiser,
+schedule) is a named value here. Configs are loaded from YAML with `yaml.safe_load`, overridden from
+the command line (`optim.lr=0.02`), checked (unknown keys and wrong types are rejected with the key
+named) and frozen. Paths to data and run directories never live here: they are flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not describe a valid run."""
+
+
+def _choice(default, choices, ref):
+    return field(default=default, metadata={"choices": tuple(choices), "ref": ref})
+
+
+def _value(default, ref, minimum=None):
+    return field(default=default, metadata={"ref": ref, "min": minimum})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network (§3, Fig. 2) and its ablations (§3.2–§3.4, §4.2, §7)."""
+
+    layout: str = _choice("two_towers", ("two_towers", "one_tower_half", "one_tower"),
+                          "§3.2: two towers (paper); one_tower_half = the one-GPU control "
+                          "(half the kernels in conv1-4, conv5 and FC full size); one_tower = "
+                          "full widths in a single tower (course notes, PAPER.md §10)")
+    input_size: int = _value(224, "§3.5 / PAPER.md §2: 224 crops (paper); 227 = Caffe's crops", 64)
+    conv1_padding: str = _choice("alex", ("alex", "none", "1", "2"),
+                                 "PAPER.md §2: alex = zero-pad right/bottom so the last 11x11 "
+                                 "window fits (cuda-convnet's ceil arithmetic; 224 and 227 both "
+                                 "give 55); none = Caffe; 1 = course notes; 2 = torchvision")
+    in_channels: int = _value(3, "§2: RGB input", 1)
+    num_classes: int = _value(1000, "§2: ILSVRC has 1000 classes", 2)
+    activation: str = _choice("relu", ("relu", "tanh"), "§3.1: ReLU; tanh for Figure 1")
+    lrn: str = _choice("paper", ("paper", "cuda-convnet", "caffe", "off"),
+                       "§3.3: k=2, n=5, alpha=1e-4, beta=0.75 after conv1 and conv2; "
+                       "PAPER.md §3 for the three conventions")
+    lrn_impl: str = _choice("fast", ("fast", "reference"),
+                            "fast = our exact kernel; reference = the composite formula")
+    pooling: str = _choice("overlapping", ("overlapping", "non_overlapping"),
+                           "§3.4: z=3, s=2 (overlapping); z=2, s=2 is the ablation")
+    dropout: float = _value(0.5, "§4.2: p=0.5 on fc6 and fc7 outputs (0 = off)", 0.0)
+    removed_layer: str = _choice("none", ("none", "conv1", "conv2", "conv3", "conv4", "conv5"),
+                                 "§7: removing any middle conv layer costs about 2% top-1")
+    init: str = _choice("paper", ("paper", "caffe"),
+                        "§5: N(0, 0.01), bias 1 in conv2, conv4, conv5, fc6, fc7; caffe = "
+                        "bvlc_alexnet's std 0.005 in fc6/fc7 and bias 0.1")
+    devices: tuple[str, ...] = _value(("auto",), "§3.2: towers on cuda:0 and cuda:1; 'auto' "
+                                      "falls back to one GPU, then the CPU")
+
+    @staticmethod
+    def course_notes() -> "ModelConfig":
+        """PAPER.md §10: single tower, full widths, 1 input channel, no LRN, 10 classes."""
+        return ModelConfig(layout="one_tower", in_channels=1, num_classes=10, lrn="off",
+                           conv1_padding="1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Input pipeline and augmentation (§2, §4.1)."""
+
+    pca_std: float = _value(0.1, "§4.1: alpha_i ~ N(0, 0.1) per image presentation (0 = off)",
+                            0.0)
+    pca_scale: str = _choice("sqrt_eigval", ("sqrt_eigval", "eigval"),
+                             "§4.1 prints p_i*alpha_i*lambda_i; the author's code scales by "
+                             "sqrt(lambda_i) in 0-255 units (unit-free); eigval = lambda_i with "
+                             "pixels in [0,1] (fb.resnet.torch)")
+    mean: str = _choice("center", ("center", "aligned"),
+                        "§2: subtract the mean image; center = its central crop from every crop "
+                        "(author's code); aligned = at the crop's own offset (Caffe)")
+    flip: bool = _value(True, "§4.1: random horizontal reflections")
+    backend: str = _choice("cpu", ("cpu", "gpu"),
+                           "decode on CPU worker processes, or batched on the GPU")
+    workers: int = _value(4, "CPU decode processes (0 = in the main process)", 0)
+    holdout: int = _value(10000, "images held out of train when schedule.signal_split is "
+                          "train_holdout", 0)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """§5: SGD with momentum and weight decay, written the paper's way."""
+
+    rule: str = _choice("paper", ("paper", "torch_sgd"),
+                        "§5: v <- 0.9 v - 0.0005 eps w - eps grad; w <- w + v. torch_sgd keeps "
+                        "v without eps (differs after every learning-rate drop)")
+    lr: float = _value(0.01, "§5: initial learning rate 0.01", 0.0)
+    momentum: float = _value(0.9, "§5: momentum 0.9", 0.0)
+    weight_decay: float = _value(0.0005, "§5: weight decay 0.0005", 0.0)
+    decay_biases: bool = _value(False, "§5 / author's configs: no weight decay on biases")
+    batch_size: int = _value(128, "§5: batch of 128 examples (global, whatever the world size)",
+                             1)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """§5: divide the learning rate by 10 when the validation error stops improving, 3 times."""
+
+    kind: str = _choice("plateau", ("plateau", "milestones"), "§5: plateau (paper) or fixed")
+    factor: float = _value(0.1, "§5: divide by 10", 0.0)
+    max_drops: int = _value(3, "§5: reduced three times prior to termination", 0)
+    patience: int = _value(2, "epochs without improvement before a drop (not in the paper)", 0)
+    threshold: float = _value(0.001, "improvement in error that counts (not in the paper)", 0.0)
+    milestones: tuple[int, ...] = _value((30, 60, 80), "epochs of the drops for kind=milestones")
+    signal_split: str = _choice("val", ("val", "train_holdout"),
+                                "§5: the paper watched the validation error")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The loop: epochs, precision, logging and checkpoints (§5: about 90 epochs)."""
+
+    epochs: int = _value(90, "§5: roughly 90 cycles through the training set", 1)
+    steps_per_epoch: int = _value(0, "0 = the whole training split each epoch", 0)
+    seed: int = _value(0, "every random draw derives from (seed, epoch, index, rank)")
+    precision: str = _choice("auto", ("auto", "fp32", "bf16"),
+                             "auto = fp32 on CPU, bf16 autocast on GPU")
+    channels_last: bool = _value(False, "memory format of activations")
+    compile: bool = _value(False, "torch.compile the model")
+    deterministic: bool = _value(False, "torch.use_deterministic_algorithms")
+    log_every: int = _value(50, "steps between log lines (the only host syncs)", 1)
+    checkpoint_every: int = _value(1000, "steps between checkpoints (also one per epoch)", 1)
+    keep_last: int = _value(3, "newest checkpoints kept (plus epoch milestones)", 1)
+    milestone_every: int = _value(10, "keep the checkpoint of every N-th epoch", 1)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """§6: ten crops (4 corners + centre, and flips), softmax averaged; also the centre crop."""
+
+    ten_crop: bool = _value(True, "§6: average softmax over 10 crops")
+    batch_size: int = _value(128, "images per evaluation batch", 1)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------- building and checking
+
+def _coerce(value, annotation, key):
+    """Check one leaf value against its annotation; ints are accepted where floats are expected."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(annotation)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {annotation}")
+
+
+def build(cls, values: dict | None, where: str = ""):
+    """Make `cls` from a (nested) dict, rejecting unknown keys, wrong types and bad choices."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                          f"valid keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{where}.{name}" if where else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build(hint, value, key)
+            continue
+        value = _coerce(value, hint, key)
+        meta = fields[name].metadata
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+        if meta.get("min") is not None and value < meta["min"]:
+            raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dict (tuples as lists) for YAML, JSON and checkpoints."""
+    def plain(v):
+        return list(v) if isinstance(v, tuple) else v
+    return {f.name: (to_dict(getattr(cfg, f.name)) if dataclasses.is_dataclass(getattr(cfg, f.name))
+                     else plain(getattr(cfg, f.name)))
+            for f in dataclasses.fields(cfg)}
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` strings (values parsed as YAML scalars) to a nested dict copy."""
+    values = yaml.safe_load(yaml.safe_dump(values)) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+        node = values
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = value
+    return values
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with safe_load; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got "
+                          f"{type(values).__name__}")
+    return values
+
+
+def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
+    """The config of a run: defaults (the paper) <- YAML file <- command-line overrides."""
+    values = read_yaml(path) if path is not None else {}
+    values = apply_overrides(values, list(overrides))
+    try:
+        return build(cls, values)
+    except ConfigError as err:
+        source = f" (from {path})" if path is not None else ""
+        raise ConfigError(f"{err}{source}") from None
+
+
+def dump(cfg) -> str:
+    """YAML text of a config, as written to the run directory and printed at start."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
