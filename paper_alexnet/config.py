@@ -32,6 +32,9 @@ def _value(default, ref, minimum=None):
 class ModelConfig:
     """The network (§3, Fig. 2) and its ablations (§3.2–§3.4, §4.2, §7)."""
 
+    arch: str = _choice("alexnet", ("alexnet", "cifar10_4layer"),
+                        "§3: the paper's network; cifar10_4layer = the Figure 1 net (§3.1, "
+                        "inferred from the author's layers-80sec config, PAPER.md §9)")
     layout: str = _choice("two_towers", ("two_towers", "one_tower_half", "one_tower"),
                           "§3.2: two towers (paper); one_tower_half = the one-GPU control "
                           "(half the kernels in conv1-4, conv5 and FC full size); one_tower = "
@@ -80,6 +83,10 @@ class DataConfig:
     mean: str = _choice("center", ("center", "aligned"),
                         "§2: subtract the mean image; center = its central crop from every crop "
                         "(author's code); aligned = at the crop's own offset (Caffe)")
+    geometry: str = _choice("crop", ("crop", "resize"),
+                            "crop = §4.1 random 224 crops of the stored 256 image (eval: centre or "
+                            "ten crops); resize = the whole stored image scaled to the model's "
+                            "input size (small datasets: Fashion-MNIST to 224, CIFAR-10 as is)")
     flip: bool = _value(True, "§4.1: random horizontal reflections")
     backend: str = _choice("cpu", ("cpu", "gpu"),
                            "decode on CPU worker processes, or batched on the GPU")
