@@ -9,6 +9,7 @@ named) and frozen. Paths to data and run directories never live here: they are f
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,8 @@ def _choice(default, choices, ref):
     return field(default=default, metadata={"choices": tuple(choices), "ref": ref})
 
 
-def _value(default, ref, minimum=None):
-    return field(default=default, metadata={"ref": ref, "min": minimum})
+def _value(default, ref, minimum=None, maximum=None):
+    return field(default=default, metadata={"ref": ref, "min": minimum, "max": maximum})
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class ModelConfig:
                           "§3.2: two towers (paper); one_tower_half = the one-GPU control "
                           "(half the kernels in conv1-4, conv5 and FC full size); one_tower = "
                           "full widths in a single tower (course notes, PAPER.md §10)")
-    input_size: int = _value(224, "§3.5 / PAPER.md §2: 224 crops (paper); 227 = Caffe's crops", 64)
+    input_size: int = _value(224, "§3.5 / PAPER.md §2: 224 crops (paper); 227 = Caffe's crops; "
+                             "32 = CIFAR-10 as is for the Figure 1 net (cifar10_4layer)", 32)
     conv1_padding: str = _choice("alex", ("alex", "none", "1", "2"),
                                  "PAPER.md §2: alex = zero-pad right/bottom so the last 11x11 "
                                  "window fits (cuda-convnet's ceil arithmetic; 224 and 227 both "
@@ -54,7 +56,7 @@ class ModelConfig:
                             "fast = our exact kernel; reference = the composite formula")
     pooling: str = _choice("overlapping", ("overlapping", "non_overlapping"),
                            "§3.4: z=3, s=2 (overlapping); z=2, s=2 is the ablation")
-    dropout: float = _value(0.5, "§4.2: p=0.5 on fc6 and fc7 outputs (0 = off)", 0.0)
+    dropout: float = _value(0.5, "§4.2: p=0.5 on fc6 and fc7 outputs (0 = off)", 0.0, 1.0)
     removed_layer: str = _choice("none", ("none", "conv1", "conv2", "conv3", "conv4", "conv5"),
                                  "§7: removing any middle conv layer costs about 2% top-1")
     init: str = _choice("paper", ("paper", "caffe"),
@@ -117,7 +119,7 @@ class ScheduleConfig:
     kind: str = _choice("plateau", ("plateau", "milestones"), "§5: plateau (paper) or fixed")
     factor: float = _value(0.1, "§5: divide by 10", 0.0)
     max_drops: int = _value(3, "§5: reduced three times prior to termination", 0)
-    patience: int = _value(2, "epochs without improvement before a drop (not in the paper)", 0)
+    patience: int = _value(2, "epochs without improvement before a drop (not in the paper)", 1)
     threshold: float = _value(0.001, "improvement in error that counts (not in the paper)", 0.0)
     milestones: tuple[int, ...] = _value((30, 60, 80), "epochs of the drops for kind=milestones")
     signal_split: str = _choice("val", ("val", "train_holdout"),
@@ -181,10 +183,22 @@ def _coerce(value, annotation, key):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads 1e-3 as a string: a float needs a dot there ('1.0e-3').
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if annotation is str:
+        if isinstance(value, bool):
+            value = "on" if value else "off"   # YAML 1.1 reads `lrn: off` as a boolean
+        elif isinstance(value, int):
+            value = str(value)      # choices such as conv1_padding "1" read from YAML as 1
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
@@ -216,6 +230,8 @@ def build(cls, values: dict | None, where: str = ""):
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
         if meta.get("min") is not None and value < meta["min"]:
             raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}")
+        if meta.get("max") is not None and value > meta["max"]:
+            raise ConfigError(f"{key}: {value!r} is above the maximum {meta['max']}")
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -243,7 +259,9 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         node = values
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:      # a section left empty in the YAML file ("model:")
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
         node[parts[-1]] = value

@@ -1,0 +1,150 @@
+"""`python -m data_prep <verb>` / `alexnet prep <verb>`: §2 preparation, done once.
+
+Verbs: imagenet (raw ILSVRC -> ROOT/train, ROOT/val[, ROOT/test]), verify (re-check a split or a
+ROOT), stats (compare ROOT's train statistics with Alex's), bench (prep throughput), synthetic,
+cifar10, fashion-mnist (in data_prep.synthetic / data_prep.small, imported only when asked for).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+VERBS = {
+    "imagenet": "raw ILSVRC-2012/2010 (official tars or folders) -> prepared ROOT",
+    "verify": "re-check a prepared split or ROOT against its manifest; non-zero exit on mismatch",
+    "stats": "print ROOT's mean/PCA next to Alex Krizhevsky's (data_prep/reference)",
+    "bench": "prep throughput per core and scaling with workers, on generated ImageNet-like JPEGs",
+    "synthetic": "generate a small ImageNet-shaped raw dataset (class folders or official tars)",
+    "cifar10": "CIFAR-10 python batches -> prepared ROOT (raw uint8)",
+    "fashion-mnist": "Fashion-MNIST idx files -> prepared ROOT (raw uint8)",
+}
+
+
+def usage() -> str:
+    return "usage: alexnet prep <verb> [options]\n\n" + "\n".join(
+        f"  {v:<14} {t}" for v, t in VERBS.items())
+
+
+def main_imagenet(argv) -> int:
+    from data_prep.anomalies import DEFAULT_MAX_PIXELS
+    from data_prep.imagenet import InputError, discover
+    from data_prep.pipeline import PrepError, prepare_split
+
+    p = argparse.ArgumentParser(prog="alexnet prep imagenet", description=VERBS["imagenet"])
+    p.add_argument("--input", required=True, help="directory holding the official files or "
+                   "train/ val/ folders")
+    p.add_argument("--out", required=True, help="output ROOT (train/, val/, test/ inside)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored 256x256 "
+                   "images (docs/data.md: size vs PSNR)")
+    p.add_argument("--size", type=int, default=256, help="§2: shorter side and crop size")
+    p.add_argument("--chunk-size", type=int, default=1024, help="images per resumable unit "
+                   "(the output does not depend on it)")
+    p.add_argument("--shard-mb", type=int, default=1024, help="target shard size in MiB")
+    p.add_argument("--max-failures", type=int, default=0, help="rejected or skipped inputs "
+                   "accepted before prep fails (each is listed in the manifest)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="decompression-bomb limit, in pixels")
+    p.add_argument("--exif-transpose", action="store_true", help="rotate images by their EXIF "
+                   "orientation (default: keep stored pixels, like Alex's code)")
+    p.add_argument("--val-labels", help="'<file name> <wnid>' lines, or one wnid per sorted val "
+                   "file (instead of the devkit's meta.mat, which needs scipy)")
+    p.add_argument("--test-labels", help="the same, for the ILSVRC-2010 test images")
+    p.add_argument("--class-names", help="'<wnid> <words>' lines (e.g. synset_words.txt)")
+    p.add_argument("--splits", default="train,val,test", help="comma-separated splits to prepare "
+                   "(those absent from the input are skipped)")
+    args = p.parse_args(argv)
+    try:
+        info = discover(args.input, args.val_labels, args.test_labels, args.class_names)
+        print(f"prep: {info['layout']} layout{' ILSVRC-%d' % info['year'] if info['year'] else ''}"
+              f", {len(info['classes'])} classes, " + ", ".join(
+                  f"{s} {len(v)} images" for s, v in info["splits"].items()), file=sys.stderr)
+        for split in [s for s in args.splits.split(",") if s in info["splits"]]:
+            params = dict(size=args.size, quality=args.quality, max_pixels=args.max_pixels,
+                          exif_transpose=args.exif_transpose, stats=split == "train",
+                          shard_bytes=args.shard_mb << 20, jpeg_subsampling="4:2:0",
+                          resample="shorter side to size: BOX (area) when shrinking, BICUBIC "
+                                   "when enlarging (cuda-convnet2); central crop",
+                          class_index="position of the wnid in the sorted train wnids")
+            source = dict(layout=info["layout"], year=info["year"],
+                          input=os.path.basename(os.path.abspath(args.input)))
+            m = prepare_split(os.path.join(args.out, split), info["splits"][split],
+                              info["classes"], params, skipped=info["skipped"][split],
+                              workers=args.workers, chunk_size=args.chunk_size,
+                              max_failures=args.max_failures, source=source, label=split)
+            print(f"{split}: {m['count']} images, {m['prep']['counts']}, "
+                  f"{len(m['shards'])} shards -> {os.path.join(args.out, split)}")
+    except (InputError, PrepError) as e:
+        print(f"alexnet prep imagenet: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # an unreadable input or output: name it, keep the finished chunks
+        print(f"alexnet prep imagenet: {e}; fix it and re-run the same command (finished work "
+              f"is kept)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_verify(argv) -> int:
+    from data_prep.verify import verify
+
+    p = argparse.ArgumentParser(prog="alexnet prep verify")
+    p.add_argument("path", help="a split directory or a ROOT holding train/ val/ test/")
+    p.add_argument("--decode", action="store_true", help="also decode every record")
+    args = p.parse_args(argv)
+    bad = 0
+    for split, problems in verify(args.path, args.decode).items():
+        print(f"{split}: {'OK' if not problems else 'FAILED'}")
+        for problem in problems:
+            print(f"  {problem}")
+        bad += len(problems)
+    return 1 if bad else 0
+
+
+def main_stats(argv) -> int:
+    from data_prep import stats
+
+    p = argparse.ArgumentParser(prog="alexnet prep stats")
+    p.add_argument("root", help="prepared ROOT (or its train/ directory)")
+    args = p.parse_args(argv)
+    try:
+        ours = stats.load(args.root)
+    except FileNotFoundError as e:
+        print(f"alexnet prep stats: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(stats.compare(ours, stats.load_reference()), indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb == "imagenet":
+        return main_imagenet(rest)
+    elif verb == "verify":
+        return main_verify(rest)
+    elif verb == "stats":
+        return main_stats(rest)
+    elif verb == "bench":
+        from data_prep import bench
+        return bench.main(rest)
+    elif verb == "synthetic":
+        from data_prep import synthetic
+        return int(synthetic.main(rest) or 0)
+    elif verb == "cifar10":
+        from data_prep import small
+        return int(small.main_cifar10(rest) or 0)
+    elif verb == "fashion-mnist":
+        from data_prep import small
+        return int(small.main_fashion_mnist(rest) or 0)
+    else:
+        print(f"alexnet prep: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""§2 the raw ILSVRC inputs: find them, list every image with its label, never extract anything.
+
+Layouts detected in the input directory, in this order:
+1. official files, ILSVRC-2012: ILSVRC2012_img_train.tar (a tar of 1000 per-class tars
+   n01440764.tar …), ILSVRC2012_img_val.tar (flat), ILSVRC2012_devkit_t12.tar.gz;
+   ILSVRC-2010: ILSVRC2010_images_train.tar, ILSVRC2010_images_val.tar, ILSVRC2010_images_test.tar,
+   ILSVRC2010_devkit-1.0.tar.gz, ILSVRC2010_test_ground_truth.txt (test labels, same ID scheme).
+2. class folders: train/<wnid>/*.JPEG, val/<wnid>/*.JPEG (test/<wnid>/ for 2010);
+3. a flat val/ (or test/) folder plus a labels file.
+
+Tars are read in place: the outer tar's headers and each inner tar's headers are scanned once and
+every image becomes (tar path, byte offset, size), read later with os.pread by the workers. Member
+names are only used as record names: nothing is ever written from them. Members that are not
+regular files (symlinks, hard links, devices, FIFOs, sparse files) or whose names are absolute or
+contain '..' are skipped and reported.
+
+Labels: class index = position of the wnid in the SORTED list of train wnids (n01440764 → 0 for
+ILSVRC-2012; the order torchvision's ImageFolder also gives). Alex's code used ILSVRC2012_ID - 1
+instead; the two differ only by a permutation. Val/test labels come from, in this order: class
+folders, `--val-labels FILE` / `--test-labels FILE` (lines "ILSVRC2012_val_00000001.JPEG n01751748",
+or one wnid per line for the sorted file names), or the devkit (ground-truth IDs + data/meta.mat,
+read by data_prep.matfile; scipy.io is the fallback for a file that reader does not support).
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+import tarfile
+
+import numpy as np
+
+from data_prep import matfile
+
+OFFICIAL = {
+    2012: dict(train="ILSVRC2012_img_train.tar", val="ILSVRC2012_img_val.tar",
+               devkit="ILSVRC2012_devkit_t12.tar.gz"),
+    2010: dict(train="ILSVRC2010_images_train.tar", val="ILSVRC2010_images_val.tar",
+               test="ILSVRC2010_images_test.tar", devkit="ILSVRC2010_devkit-1.0.tar.gz",
+               test_truth="ILSVRC2010_test_ground_truth.txt"),
+}
+NAME_FILES = ("synset_words.txt", "LOC_synset_mapping.txt")  # "wnid words…" per line
+CLASS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class InputError(Exception):
+    """The input directory does not hold a layout we know, or its labels are inconsistent."""
+
+
+def expected_layouts(root: str) -> str:
+    o12, o10 = OFFICIAL[2012], OFFICIAL[2010]
+    return (f"expected in {root} one of:\n"
+            f"  - {o12['train']}, {o12['val']}, {o12['devkit']} (ILSVRC-2012 official files)\n"
+            f"  - {o10['train']}, {o10['val']}, {o10['test']}, {o10['devkit']}, "
+            f"{o10['test_truth']} (ILSVRC-2010)\n"
+            f"  - train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (class folders)\n"
+            f"  - train/<wnid>/*.JPEG and a flat val/ folder with --val-labels FILE")
+
+
+def unsafe_reason(member: tarfile.TarInfo) -> str | None:
+    """Why a tar member is skipped, or None if it is a plain file with a plain relative name."""
+    if member.issym() or member.islnk():
+        return f"link to {member.linkname!r} (never followed)"
+    if member.isdev() or member.isfifo():
+        return "device or FIFO"
+    if not member.isreg():
+        return "not a regular file" if not member.isdir() else None
+    if member.issparse():
+        return "sparse member (not read in place)"
+    name = member.name
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        return "absolute or parent-relative path"
+    return None
+
+
+def scan_tar(fileobj, base: int = 0):
+    """Yield (member name, absolute data offset, size, skip reason) for every non-directory member."""
+    with tarfile.open(fileobj=fileobj, mode="r:") as tf:
+        for m in tf:
+            if m.isdir():
+                continue
+            yield m.name, base + m.offset_data, m.size, unsafe_reason(m)
+
+
+def _base(name: str) -> str:
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def list_train_tar(path: str, skipped: list):
+    """Official train tar -> {wnid: [(name, (path, offset, size)), ...]} without extracting."""
+    by_class = {}
+    with open(path, "rb") as f:
+        with tarfile.open(fileobj=f, mode="r:") as outer:
+            for m in outer:
+                if m.isdir():
+                    continue
+                reason = unsafe_reason(m)
+                wnid = _base(m.name)[:-4] if m.name.endswith(".tar") else None
+                if reason is None and (wnid is None or not CLASS_RE.match(wnid)):
+                    reason = "not a per-class tar named <wnid>.tar"
+                if reason:
+                    skipped.append(dict(name=m.name, kind="skipped", reason=reason))
+                    continue
+                files = by_class.setdefault(wnid, [])
+                inner = outer.extractfile(m)
+                for name, off, size, why in scan_tar(inner, base=m.offset_data):
+                    if why:
+                        skipped.append(dict(name=f"{m.name}/{name}", kind="skipped", reason=why))
+                    else:
+                        files.append((_base(name), (path, off, size)))
+    return by_class
+
+
+def list_flat_tar(path: str, skipped: list):
+    out = []
+    with open(path, "rb") as f:
+        for name, off, size, why in scan_tar(f):
+            if why:
+                skipped.append(dict(name=name, kind="skipped", reason=why))
+            else:
+                out.append((_base(name), (path, off, size)))
+    return sorted(out)
+
+
+def list_folder(path: str, skipped: list):
+    out = []
+    with os.scandir(path) as it:
+        for e in it:
+            full = os.path.join(path, e.name)
+            if e.name.startswith("."):
+                skipped.append(dict(name=full, kind="skipped", reason="hidden file"))
+            elif e.is_file():  # follows symlinks: the user's own file system
+                out.append((e.name, (full, 0, -1)))
+            elif not e.is_dir():
+                skipped.append(dict(name=full, kind="skipped", reason="not a regular file"))
+    return sorted(out)
+
+
+def list_class_folders(path: str, skipped: list):
+    by_class, stray = {}, []
+    for e in sorted(os.scandir(path), key=lambda e: e.name):
+        if e.is_dir() and CLASS_RE.match(e.name):
+            by_class[e.name] = list_folder(e.path, skipped)
+        else:
+            stray.append(dict(name=e.path, kind="skipped", reason="not a class folder"))
+    if by_class:  # a flat folder (val/ with a labels file) is listed by list_folder instead
+        skipped += stray
+    return by_class
+
+
+def read_labels_file(path: str, names: list[str]) -> list[str]:
+    """'<file name> <wnid>' per line (any order), or one wnid per line for the sorted names."""
+    with open(path, encoding="utf-8") as f:
+        rows = [ln.split() for ln in f if ln.strip()]
+    if rows and all(len(r) >= 2 for r in rows):
+        table = {_base(r[0]): r[1] for r in rows}
+        missing = [n for n in names if n not in table]
+        if missing:
+            raise InputError(f"labels file {path} has no line for {len(missing)} images, e.g. "
+                             f"{missing[0]!r}: expected lines '<file name> <wnid>'")
+        return [table[n] for n in names]
+    if len(rows) != len(names) or any(len(r) != 1 for r in rows):
+        raise InputError(f"labels file {path}: {len(rows)} lines for {len(names)} images; expected "
+                         f"'<file name> <wnid>' lines, or exactly one wnid per sorted image name")
+    return [r[0] for r in rows]
+
+
+def read_devkit(path: str, year: int):
+    """Devkit tar.gz -> (ground-truth IDs per val image, {ID: (wnid, words)} or None w/o scipy)."""
+    truth, meta = None, None
+    with tarfile.open(path, mode="r:gz") as tf:
+        for m in tf:
+            if not m.isreg():
+                continue
+            if m.name.endswith(f"data/ILSVRC{year}_validation_ground_truth.txt"):
+                truth = [int(x) for x in tf.extractfile(m).read().split()]
+            elif m.name.endswith("data/meta.mat"):
+                meta = read_meta_mat(tf.extractfile(m).read(), year, path)
+    if truth is None:
+        raise InputError(f"devkit {path} has no data/ILSVRC{year}_validation_ground_truth.txt")
+    return truth, meta
+
+
+def read_meta_mat(data: bytes, year: int, where: str):
+    """data/meta.mat -> {ILSVRC ID: (wnid, words)}; our own MAT reader, else scipy, else None."""
+    key = f"ILSVRC{year}_ID"
+    try:
+        synsets = matfile.loadmat(data)["synsets"]
+        table = {int(np.asarray(s[key]).ravel()[0]): (s["WNID"], s["words"]) for s in synsets}
+    except (matfile.MatError, KeyError, IndexError, TypeError) as e:
+        try:
+            import scipy.io
+        except ImportError:
+            print(f"prep: cannot read data/meta.mat in {where} ({e}) and scipy is not installed",
+                  file=sys.stderr)
+            return None  # the caller says what to do (install scipy or pass --val-labels)
+        mat = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
+        table = {int(getattr(s, key)): (str(s.WNID), str(s.words)) for s in mat["synsets"]}
+    if not table:
+        raise InputError(f"{where}: data/meta.mat lists no synsets")
+    return table
+
+
+def ids_to_wnids(ids, meta, what: str, labels_flag: str, where: str) -> list[str]:
+    if meta is None:
+        raise InputError(f"reading {what} labels from {where} needs its data/meta.mat: it is "
+                         f"missing or unreadable here; install scipy (pip install scipy) to read "
+                         f"it, or pass {labels_flag} FILE with lines "
+                         f"'ILSVRC2012_val_00000001.JPEG n01751748'")
+    return [meta[i][0] for i in ids]
+
+
+def read_class_names(root: str, names_file: str | None) -> dict:
+    paths = [names_file] if names_file else [os.path.join(root, n) for n in NAME_FILES]
+    for p in paths:
+        if p and os.path.exists(p):
+            with open(p, encoding="utf-8") as f:
+                return {ln.split(None, 1)[0]: ln.split(None, 1)[1].strip()
+                        for ln in f if len(ln.split(None, 1)) == 2}
+    return {}
+
+
+def labelled(files, wnids, index, split: str):
+    unknown = sorted(set(wnids) - set(index))
+    if unknown:
+        raise InputError(f"{split} labels name {len(unknown)} wnids absent from train, e.g. "
+                         f"{unknown[0]!r}: are the labels for this dataset?")
+    return [(name, index[w], src) for (name, src), w in zip(files, wnids)]
+
+
+def discover(root: str, val_labels: str | None = None, test_labels: str | None = None,
+             names_file: str | None = None) -> dict:
+    """-> dict(layout, year, classes [(wnid, name)], splits {split: [(name, label, src)]},
+    skipped {split: [anomaly]}). src = (path, offset, size); size -1 = the whole file."""
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise InputError(f"input {root} is not a directory; {expected_layouts(root)}")
+    skipped = {"train": [], "val": [], "test": []}
+    raw, meta, year, layout = {}, None, None, None
+    for y, files in OFFICIAL.items():
+        if os.path.exists(os.path.join(root, files["train"])):
+            year, layout = y, "official"
+            p = {k: os.path.join(root, v) for k, v in files.items()}
+            train = list_train_tar(p["train"], skipped["train"])
+            for split in ("val", "test"):
+                if split in p and os.path.exists(p[split]):
+                    raw[split] = list_flat_tar(p[split], skipped[split])
+            break
+    if layout is None and os.path.isdir(os.path.join(root, "train")):
+        layout, train = "folders", list_class_folders(os.path.join(root, "train"), skipped["train"])
+        for split in ("val", "test"):
+            d = os.path.join(root, split)
+            if os.path.isdir(d):
+                sub = list_class_folders(d, skipped[split])
+                raw[split] = sub if sub else list_folder(d, skipped[split])
+    if layout is None or not train:
+        raise InputError(f"no ILSVRC input found in {root}; {expected_layouts(root)}")
+    wnids = sorted(train)
+    index = {w: i for i, w in enumerate(wnids)}
+    splits = {"train": [(n, index[w], src) for w in wnids for n, src in sorted(train[w])]}
+    flags = dict(val=("--val-labels", val_labels), test=("--test-labels", test_labels))
+    for split, files in raw.items():
+        flag, labels_path = flags[split]
+        if isinstance(files, dict):  # class folders
+            splits[split] = labelled([f for w in sorted(files) for f in files[w]],
+                                     [w for w in sorted(files) for _ in files[w]], index, split)
+            continue
+        names = [n for n, _ in files]
+        if labels_path:
+            wn = read_labels_file(labels_path, names)
+        elif split == "val" and layout == "official" and os.path.exists(
+                os.path.join(root, OFFICIAL[year]["devkit"])):
+            dk = os.path.join(root, OFFICIAL[year]["devkit"])
+            ids, meta = read_devkit(dk, year)
+            if len(ids) != len(names):
+                raise InputError(f"{dk}: {len(ids)} ground-truth labels for {len(names)} "
+                                 f"val images")
+            wn = ids_to_wnids(ids, meta, "val", flag, dk)
+        elif split == "test" and year == 2010 and os.path.exists(
+                os.path.join(root, OFFICIAL[2010]["test_truth"])):
+            truth = os.path.join(root, OFFICIAL[2010]["test_truth"])
+            if meta is None and os.path.exists(os.path.join(root, OFFICIAL[2010]["devkit"])):
+                _, meta = read_devkit(os.path.join(root, OFFICIAL[2010]["devkit"]), 2010)
+            with open(truth) as f:
+                ids = [int(x) for x in f.read().split()]
+            wn = ids_to_wnids(ids, meta, "test", flag, truth)
+        else:
+            raise InputError(f"{split} images in {root} have no labels: pass {flag} FILE (lines "
+                             f"'<file name> <wnid>'), use {split}/<wnid>/ folders, or put the "
+                             f"devkit beside the tars")
+        splits[split] = labelled(files, wn, index, split)
+    names = read_class_names(root, names_file)
+    if meta:
+        names = {w: words for w, words in meta.values()}
+    classes = [(w, names.get(w, w)) for w in wnids]
+    return dict(layout=layout, year=year, classes=classes, splits=splits, skipped=skipped)
+
+
+_FDS: dict = {}
+
+
+def read_source(src) -> bytes:
+    """(path, offset, size) -> bytes; size -1 reads a whole file. One descriptor per tar per
+    process, os.pread so that no file position is shared."""
+    path, offset, size = src
+    if size < 0:
+        with open(path, "rb") as f:
+            return f.read()
+    key = (os.getpid(), path)
+    fd = _FDS.get(key)
+    if fd is None:
+        fd = _FDS[key] = os.open(path, os.O_RDONLY)
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise OSError(f"{path}: short read of {size} bytes at {offset} (file changed?)")
+    return data

@@ -1,0 +1,237 @@
+"""§2 "done once": prepare one split with N processes, resumably and deterministically.
+
+The sorted item list is cut into fixed-size chunks. Each chunk (decode → §2 resize/crop → JPEG
+encode, plus the train statistics' integer sums) is written to OUT/.parts/chunk-XXXXXX.bin and
+.npz, each via tmp + rename, the .npz last: a chunk is done iff its .npz exists. A killed run
+(even SIGKILL) re-run with the same command redoes only the missing chunks. When all are done, the
+chunks are copied in order into the shards (data_prep.shards.ShardWriter), stats.npz and finally
+manifest.json are written, and .parts is removed. Output bytes depend only on the item list and
+the parameters: 1 or N workers, interrupted or not, give identical files. While merging, the
+parts and the shards coexist: the split needs about twice its final size of free disk.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+from data_prep import stats
+from data_prep.anomalies import Rejected, decode
+from data_prep.imagenet import read_source
+from data_prep.resize import resize_center_crop
+from data_prep.shards import MANIFEST, STATS, ShardWriter, npz_bytes, read_manifest, write_atomic
+
+PARTS = ".parts"
+KILL_ENV = "DATA_PREP_TEST_KILL_AFTER_CHUNKS"  # tests: SIGKILL ourselves after k chunks
+
+
+class PrepError(Exception):
+    """Preparation stopped; the message says why and what to do."""
+
+
+class Progress:
+    """Rate and ETA: a bar redrawn in place on a terminal, a line every `every` s otherwise."""
+
+    def __init__(self, total: int, label: str, done: int = 0, every: float = 10.0, stream=None):
+        self.total, self.label, self.done, self.every = total, label, done, every
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start, self.start_done, self.last = time.monotonic(), done, 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if not self.tty and now - self.last < self.every and self.done < self.total:
+            return
+        self.last = now
+        rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "?"
+        frac = self.done / max(self.total, 1)
+        text = f"{self.label}: {self.done}/{self.total} images, {rate:.0f} img/s, ETA {eta_s}"
+        if self.tty:
+            bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
+            end = "\n" if self.done >= self.total else ""
+            self.stream.write(f"\r[{bar}] {text}{end}")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    # explicit 4:2:0 and no optimisation: the same bytes on every run (libjpeg is deterministic)
+    image.save(buf, format="JPEG", quality=quality, subsampling="4:2:0", optimize=False)
+    return buf.getvalue()
+
+
+def prepare_image(data: bytes, name: str, params: dict) -> tuple[bytes, np.ndarray, list[str]]:
+    """Raw bytes -> (stored JPEG bytes, the pixels training will decode from them, notes)."""
+    image, notes = decode(data, name, params["max_pixels"], params["exif_transpose"])
+    image = resize_center_crop(image, params["size"])
+    jpeg = encode_jpeg(image, params["quality"])
+    with Image.open(io.BytesIO(jpeg)) as im:
+        pixels = np.asarray(im.convert("RGB"))  # statistics of what the network will see
+    return jpeg, pixels, notes
+
+
+def chunk_path(parts: str, k: int, ext: str) -> str:
+    return os.path.join(parts, f"chunk-{k:06d}.{ext}")
+
+
+def process_chunk(job) -> int:
+    """Worker: one chunk of (name, label, src) -> chunk-k.bin + chunk-k.npz. Returns #items."""
+    parts, k, items, params = job
+    blobs, lengths, labels, names, anomalies = [], [], [], [], []
+    acc = stats.empty((params["size"], params["size"], 3))
+    for name, label, src in items:
+        try:
+            jpeg, pixels, notes = prepare_image(read_source(src), name, params)
+        except Rejected as e:
+            anomalies.append(dict(name=name, kind="rejected", reason=str(e)))
+            continue
+        if notes:
+            anomalies.append(dict(name=name, kind="converted", reason="; ".join(notes)))
+        if params["stats"]:
+            stats.accumulate(acc, pixels)
+        blobs.append(jpeg)
+        lengths.append(len(jpeg))
+        labels.append(label)
+        names.append(name)
+    meta = npz_bytes(length=np.asarray(lengths, np.int64), label=np.asarray(labels, np.int64),
+                     name=np.asarray(names, dtype=str),
+                     anomalies=np.asarray(json.dumps(anomalies)),
+                     # int32 holds a chunk's per-pixel sums (255 · chunk_size): half the disk
+                     **{f"acc_{key}": v.astype(np.int32) if key == "pixel_sum" else v
+                        for key, v in acc.items()})
+    write_atomic(chunk_path(parts, k, "bin"), b"".join(blobs))
+    write_atomic(chunk_path(parts, k, "npz"), meta)  # last: marks the chunk done
+    return len(items)
+
+
+def plan_of(items, params: dict, chunk_size: int) -> dict:
+    h = hashlib.sha256()
+    for name, label, (path, offset, size) in items:
+        h.update(f"{name}\t{label}\t{os.path.basename(path)}\t{offset}\t{size}\n".encode())
+    return dict(params=params, chunk_size=chunk_size, items=len(items), items_sha256=h.hexdigest())
+
+
+def disk_full(e: OSError, out_dir: str, done: int, total: int) -> PrepError:
+    return PrepError(f"disk full while writing {out_dir} ({e}): free some space and re-run the "
+                     f"same command; {done} of {total} chunks are finished and will be kept")
+
+
+def run_chunks(out_dir: str, parts: str, chunks: list, params: dict, workers: int,
+               label: str) -> None:
+    pending = [k for k in range(len(chunks)) if not os.path.exists(chunk_path(parts, k, "npz"))]
+    total = sum(len(c) for c in chunks)
+    progress = Progress(total, label, done=total - sum(len(chunks[k]) for k in pending))
+    kill_after = int(os.environ.get(KILL_ENV, "0"))
+    jobs = [(parts, k, chunks[k], params) for k in pending]
+    done = len(chunks) - len(pending)
+    try:
+        if workers <= 1:
+            results = map(process_chunk, jobs)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+            results = pool.imap_unordered(process_chunk, jobs)
+        for finished, n in enumerate(results, 1):
+            done += 1
+            progress.update(n)
+            if kill_after and finished >= kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+        if pool is not None:
+            pool.close()
+            pool.join()
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise disk_full(e, out_dir, done, len(chunks)) from e
+        raise
+
+
+def prepare_split(out_dir: str, items: list, classes: list, params: dict, *, skipped=(),
+                  workers: int = 1, chunk_size: int = 1024, max_failures: int = 0,
+                  source: dict | None = None, label: str = "prep") -> dict:
+    """Prepare one split from its sorted (name, label, src) items; returns the manifest."""
+    out_dir = os.fspath(out_dir)
+    parts = os.path.join(out_dir, PARTS)
+    plan = json.loads(json.dumps(plan_of(items, params, chunk_size)))  # as it reads back
+    if os.path.exists(os.path.join(out_dir, MANIFEST)) and not os.path.isdir(parts):
+        manifest = read_manifest(out_dir)
+        if manifest["prep"].get("plan") == plan:
+            print(f"{label}: {out_dir} is already complete ({manifest['count']} images)")
+            return manifest
+        raise PrepError(f"{out_dir} already holds a prepared split made from other inputs or "
+                        f"options: choose another output directory or delete it")
+    os.makedirs(parts, exist_ok=True)
+    plan_file = os.path.join(parts, "plan.json")
+    if os.path.exists(plan_file):
+        with open(plan_file) as f:
+            if json.load(f) != plan:
+                raise PrepError(f"the unfinished prep in {parts} was started with other inputs "
+                                f"or options: re-run with the same ones, or delete {parts}")
+    else:
+        write_atomic(plan_file, json.dumps(plan, sort_keys=True).encode())
+    chunks = [items[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
+    run_chunks(out_dir, parts, chunks, params, workers, label)
+    return merge(out_dir, parts, len(chunks), classes, params, plan, list(skipped),
+                 max_failures, source or {})
+
+
+def merge(out_dir, parts, n_chunks, classes, params, plan, skipped, max_failures, source):
+    anomalies = list(skipped)
+    metas = []
+    for k in range(n_chunks):  # the small arrays only: the stats sums are added one by one below
+        with np.load(chunk_path(parts, k, "npz"), allow_pickle=False) as z:
+            metas.append({key: z[key] for key in ("length", "label", "name", "anomalies")})
+        anomalies += json.loads(str(metas[-1]["anomalies"]))
+    failures = [a for a in anomalies if a["kind"] != "converted"]
+    if len(failures) > max_failures:
+        listing = "\n".join(f"  {a['name']}: {a['kind']}: {a['reason']}" for a in failures[:50])
+        raise PrepError(f"{len(failures)} inputs could not be prepared (budget --max-failures "
+                        f"{max_failures}):\n{listing}\nfinished chunks are kept in {parts}: re-run "
+                        f"with --max-failures {len(failures)} to accept them (each is listed in "
+                        f"the manifest), or fix the inputs and delete {parts}")
+    counts = dict(images=sum(len(m["label"]) for m in metas),
+                  converted=sum(a["kind"] == "converted" for a in anomalies),
+                  rejected=sum(a["kind"] == "rejected" for a in anomalies),
+                  skipped=sum(a["kind"] == "skipped" for a in anomalies))
+    size = params["size"]
+    writer = ShardWriter(out_dir, "jpeg", (size, size, 3), classes, params["shard_bytes"])
+    acc = stats.empty((size, size, 3))
+    try:
+        for k, meta in enumerate(metas):
+            with open(chunk_path(parts, k, "bin"), "rb") as f:
+                blob = f.read()
+            pos = 0
+            for n, lab, name in zip(meta["length"], meta["label"], meta["name"]):
+                writer.add(blob[pos:pos + int(n)], int(lab), str(name))
+                pos += int(n)
+            if params["stats"]:
+                with np.load(chunk_path(parts, k, "npz"), allow_pickle=False) as z:
+                    acc = stats.combine([acc, {key: z[f"acc_{key}"].astype(np.int64)
+                                               for key in acc}])
+        extra = []
+        if params["stats"]:
+            stats.save(out_dir, acc)
+            extra = [STATS]
+        prep = dict(params, plan=plan, counts=counts, source=source)
+        manifest = writer.finish(prep, anomalies, extra)
+    except OSError as e:
+        writer.abort()
+        if e.errno == errno.ENOSPC:
+            raise disk_full(e, out_dir, n_chunks, n_chunks) from e
+        raise
+    shutil.rmtree(parts)
+    return manifest

@@ -1,0 +1,334 @@
+"""PAPER.md §1 (§2 of the paper): a synthetic ImageNet-shaped dataset, generated on the spot in the
+RAW ILSVRC-2012 layout, so every stage (prep, stats, training, ten-crop evaluation) runs without a
+download.
+
+Each class is a (hue, pattern) pair: a textured ellipse (stripes, checkerboard, dots, rings or
+waves, at a class-specific angle) in a saturated class hue on a smooth, weakly coloured noisy background.
+Every hue is shared by two classes and every pattern by two classes, so neither colour nor shape
+alone separates them. Position, scale, period, angle, colours, background and image size (180-500
+px per side, portrait and landscape) vary per image; the texture period is a fraction of the image,
+so it survives the §2 short-side-256 resize and the §4.1 random 224 crops. Angles lie in [0°, 90°)
+so a horizontal flip never turns one class into another.
+
+Layouts: `folders` = train/<wnid>/<wnid>_<k>.JPEG and val/<wnid>/ILSVRC2012_val_<8 digits>.JPEG;
+`tars` = the official ILSVRC2012_img_train.tar (a tar of <wnid>.tar), ILSVRC2012_img_val.tar (flat)
+and ILSVRC2012_devkit_t12.tar.gz (data/ILSVRC2012_validation_ground_truth.txt, data/meta.mat).
+Both layouts also get a devkit; the folders layout gets it as an extracted folder. Output is
+byte-identical for a given seed: each image has its own generator seeded by (seed, split, class,
+index), and tar/gzip headers carry fixed times and owners.
+"""
+from __future__ import annotations
+
+import argparse
+import colorsys
+import gzip
+import io
+import math
+import struct
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FAMILIES = ("stripes", "checkerboard", "dots", "rings", "waves")
+HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "spring", "cyan", "azure", "blue",
+             "violet", "magenta", "rose")
+DEVKIT = "ILSVRC2012_devkit_t12"
+TAR_MTIME = 1335830400  # 2012-05-01, fixed so that tars are byte-identical from run to run
+JPEG_QUALITY = 90
+SIDE_RANGE = (180, 500)
+_SPLIT_CODE = {"train": 0, "val": 1}
+
+
+def wnid(c: int) -> str:
+    """WordNet-id-like name of class c (0-based): n00000001, n00000002, ..."""
+    return f"n{c + 1:08d}"
+
+
+def class_design(c: int, num_classes: int) -> dict:
+    """(hue, family, angle) of class c. The first ceil(N/2) classes take hue i and pattern i; the
+    others take hue j and pattern j+shift, so every hue and every pattern appears in two classes."""
+    hues = math.ceil(num_classes / 2)
+    patterns = max(2, hues)
+    if c < hues:
+        hue_index, pattern = c, c
+    else:
+        hue_index = c - hues
+        pattern = (hue_index + max(1, patterns // 2)) % patterns
+    family, variant = pattern % len(FAMILIES), pattern // len(FAMILIES)
+    hue = (hue_index / hues + 0.02) % 1.0
+    angle = (20.0 + 37.0 * variant) % 90.0 if family != 3 else 0.0
+    name = f"{HUE_NAMES[int(hue * len(HUE_NAMES)) % len(HUE_NAMES)]} {FAMILIES[family]}"
+    if variant:
+        name += f" {angle:.0f} deg"
+    return {"hue": hue, "hue_step": 1.0 / hues, "family": family, "angle": angle,
+            "period_scale": 1.0 + 0.15 * (variant % 3), "name": name}
+
+
+def _pattern(family: int, u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
+    """Texture in [-1, 1] over rotated object coordinates (u, v), in pixels."""
+    w = 2 * np.pi / period
+    if family == 0:
+        s = np.sin(w * u)
+    elif family == 1:
+        s = np.sin(w * u) * np.sin(w * v) * 2.0
+    elif family == 2:
+        s = (np.cos(w * u) + np.cos(w * v)) - 0.6
+    elif family == 3:
+        s = np.sin(w * np.sqrt(u * u + v * v))
+    else:
+        s = np.sin(w * (u + 0.3 * period * np.sin(0.5 * w * v)))
+    return np.clip(3.0 * s, -1.0, 1.0)  # sharp edges, still anti-aliased a little
+
+
+def _rgb(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32) * 255.0
+
+
+def render(rng: np.random.Generator, design: dict, height: int, width: int) -> np.ndarray:
+    """One image of a class, uint8 (height, width, 3)."""
+    short = min(height, width)
+    # background: a smooth colour-noise field (a distractor of every hue, weaker than the object's
+    # saturated hue) around a random low-saturation tint, upscaled from a coarse grid
+    grid = rng.integers(3, 8)
+    base = _rgb(rng.random(), rng.uniform(0.0, 0.25), rng.uniform(0.3, 0.85))
+    coarse = (base + rng.normal(0, 30, size=(grid, grid, 1))
+              + rng.normal(0, 22, size=(grid, grid, 3))).astype(np.float32)
+    coarse = np.clip(coarse, 0, 255).astype(np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC),
+                       dtype=np.float32)
+    # object: a textured ellipse near the centre, so the §2 centre crop keeps most of it
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    cy = height / 2 + rng.uniform(-0.15, 0.15) * short
+    cx = width / 2 + rng.uniform(-0.15, 0.15) * short
+    ry, rx = rng.uniform(0.28, 0.48, size=2) * short
+    tilt = np.deg2rad(rng.uniform(0, 180))
+    dy, dx = ys - cy, xs - cx
+    eu = (dx * np.cos(tilt) + dy * np.sin(tilt)) / rx
+    ev = (-dx * np.sin(tilt) + dy * np.cos(tilt)) / ry
+    mask = np.clip((1.0 - np.sqrt(eu * eu + ev * ev)) * short / 4.0, 0.0, 1.0)[..., None]
+    theta = np.deg2rad(design["angle"] + rng.uniform(-8, 8))
+    u = dx * np.cos(theta) + dy * np.sin(theta)
+    v = -dx * np.sin(theta) + dy * np.cos(theta)
+    period = short * rng.uniform(1 / 10, 1 / 6) * design["period_scale"]
+    texture = (_pattern(design["family"], u, v, period)[..., None] + 1.0) / 2.0
+    hue = design["hue"] + rng.uniform(-0.2, 0.2) * design["hue_step"]
+    light = _rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))
+    dark = light * rng.uniform(0.15, 0.45)
+    obj = dark + texture * (light - dark)
+    image = image * (1.0 - mask) + obj * mask
+    image += rng.standard_normal(image.shape, dtype=np.float32) * rng.uniform(3, 12)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+def _encode(array: np.ndarray, anomaly: str | None = None) -> bytes:
+    """JPEG bytes (quality 90), or one of the real ILSVRC-2012 anomalies (PAPER.md §1)."""
+    out = io.BytesIO()
+    image = Image.fromarray(array)
+    if anomaly == "png":          # like n02105855_2933.JPEG: PNG data under a .JPEG name
+        image.save(out, format="PNG", optimize=False, compress_level=6)
+    elif anomaly == "cmyk":       # like the 22 CMYK training JPEGs
+        image.convert("CMYK").save(out, format="JPEG", quality=JPEG_QUALITY)
+    elif anomaly == "grayscale":  # single-channel JPEG
+        image.convert("L").save(out, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+def image_bytes(seed: int, split: str, c: int, k: int, num_classes: int,
+                anomaly: str | None = None) -> bytes:
+    """The encoded k-th image of class c in a split; depends only on its arguments."""
+    rng = np.random.default_rng([seed, _SPLIT_CODE[split], c, k])
+    height, width = (int(x) for x in rng.integers(SIDE_RANGE[0], SIDE_RANGE[1] + 1, size=2))
+    return _encode(render(rng, class_design(c, num_classes), height, width), anomaly)
+
+
+def anomaly_plan(num_classes: int, train_per_class: int, val_per_class: int) -> dict:
+    """Which (split, class, index) carry an anomaly under --anomalies (always the same ones)."""
+    plan = {}
+    if train_per_class >= 3:
+        plan[("train", 0, 0)] = "png"
+        plan[("train", 1 % num_classes, 1)] = "cmyk"
+        plan[("train", 2 % num_classes, 2)] = "grayscale"
+    if val_per_class >= 1:
+        plan[("val", num_classes - 1, 0)] = "cmyk"
+    return plan
+
+
+def val_order(seed: int, num_classes: int, val_per_class: int) -> list[tuple[int, int]]:
+    """(class, index) of ILSVRC2012_val_00000001, _00000002, ...: classes interleaved, as in the
+    real validation set."""
+    pairs = [(c, k) for c in range(num_classes) for k in range(val_per_class)]
+    perm = np.random.default_rng([seed, 99]).permutation(len(pairs))
+    return [pairs[i] for i in perm]
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, TAR_MTIME, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+
+
+# ---------------------------------------------------------------- a MAT-file (level 5) writer
+# Just enough of the MATLAB 5 format for the devkit's meta.mat: a struct array of double scalars or
+# row vectors and char rows, uncompressed, little-endian (scipy.io.loadmat and MATLAB read it).
+_MI_INT8, _MI_INT32, _MI_UINT16, _MI_UINT32, _MI_DOUBLE, _MI_MATRIX = 1, 5, 4, 6, 9, 14
+_MX_STRUCT, _MX_CHAR, _MX_DOUBLE = 2, 4, 6
+
+
+def _element(kind: int, data: bytes) -> bytes:
+    return struct.pack("<II", kind, len(data)) + data + b"\0" * (-len(data) % 8)
+
+
+def _matrix(mx_class: int, dims: tuple[int, ...], body: bytes, name: str = "") -> bytes:
+    head = (_element(_MI_UINT32, struct.pack("<II", mx_class, 0))
+            + _element(_MI_INT32, struct.pack(f"<{len(dims)}i", *dims))
+            + _element(_MI_INT8, name.encode("ascii")))
+    return _element(_MI_MATRIX, head + body)
+
+
+def _mat_value(value) -> bytes:
+    if isinstance(value, str):
+        dims = (1, len(value)) if value else (0, 0)
+        return _matrix(_MX_CHAR, dims, _element(_MI_UINT16, value.encode("utf-16-le")))
+    values = [float(x) for x in (value if isinstance(value, (list, tuple)) else [value])]
+    dims = (1, len(values)) if values else (0, 0)
+    return _matrix(_MX_DOUBLE, dims, _element(_MI_DOUBLE, struct.pack(f"<{len(values)}d", *values)))
+
+
+def mat_struct_array(name: str, records: list[dict]) -> bytes:
+    """A whole .mat file holding one N x 1 struct array `name` (fields from the first record)."""
+    fields = list(records[0])
+    width = 32  # field-name slot, as MATLAB writes it; longest name + NUL must fit
+    if max(len(f) for f in fields) >= width:
+        raise ValueError(f"field names must be shorter than {width} characters: {fields}")
+    body = struct.pack("<HHi", _MI_INT32, 4, width)  # small data element: name-slot length
+    body += _element(_MI_INT8, b"".join(f.encode("ascii").ljust(width, b"\0") for f in fields))
+    body += b"".join(_mat_value(r[f]) for r in records for f in fields)
+    header = b"MATLAB 5.0 MAT-file, written by paper_alexnet data_prep.synthetic".ljust(116, b" ")
+    header += b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
+    return header + _matrix(_MX_STRUCT, (len(records), 1), body, name)
+
+
+def devkit_files(seed: int, num_classes: int, val_per_class: int,
+                 train_per_class: int) -> dict[str, bytes]:
+    """data/meta.mat (the `synsets` struct array, leaves first, then one parent synset, as in the
+    real devkit) and data/ILSVRC2012_validation_ground_truth.txt (one ILSVRC2012_ID per line, in
+    validation-file order; ID i is the i-th wnid in sorted order)."""
+    leaves = [{"ILSVRC2012_ID": c + 1, "WNID": wnid(c), "words": class_design(c, num_classes)["name"],
+               "gloss": "synthetic class: " + class_design(c, num_classes)["name"],
+               "num_children": 0, "children": [], "wordnet_height": 0,
+               "num_train_images": train_per_class} for c in range(num_classes)]
+    parent = {"ILSVRC2012_ID": num_classes + 1, "WNID": "n00000000", "words": "synthetic entity",
+              "gloss": "parent of every synthetic class (not a class)",
+              "num_children": num_classes, "children": list(range(1, num_classes + 1)),
+              "wordnet_height": 1, "num_train_images": 0}
+    truth = "".join(f"{c + 1}\n" for c, _ in val_order(seed, num_classes, val_per_class))
+    return {"data/meta.mat": mat_struct_array("synsets", leaves + [parent]),
+            "data/ILSVRC2012_validation_ground_truth.txt": truth.encode()}
+
+
+def _val_name(i: int) -> str:
+    return f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+
+
+def generate(out: str | Path, classes: int = 10, train_per_class: int = 160,
+             val_per_class: int = 50, layout: str = "folders", seed: int = 0,
+             anomalies: bool = False, progress=None) -> dict:
+    """Write the dataset under `out`; returns a summary (counts, files, seconds)."""
+    if classes < 2 or train_per_class < 1 or val_per_class < 1:
+        raise ValueError(f"synthetic dataset needs >= 2 classes and >= 1 image per class and split,"
+                         f" got classes={classes}, train={train_per_class}, val={val_per_class}")
+    if layout not in ("folders", "tars"):
+        raise ValueError(f"layout {layout!r} is not one of folders, tars")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = anomaly_plan(classes, train_per_class, val_per_class) if anomalies else {}
+    start, total, done = time.perf_counter(), classes * (train_per_class + val_per_class), 0
+
+    def one(split, c, k):
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+        return image_bytes(seed, split, c, k, classes, plan.get((split, c, k)))
+
+    devkit = devkit_files(seed, classes, val_per_class, train_per_class)
+    order = val_order(seed, classes, val_per_class)
+    if layout == "folders":
+        for c in range(classes):
+            folder = out / "train" / wnid(c)
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(train_per_class):
+                (folder / f"{wnid(c)}_{k + 1}.JPEG").write_bytes(one("train", c, k))
+        for i, (c, k) in enumerate(order):
+            folder = out / "val" / wnid(c)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / _val_name(i)).write_bytes(one("val", c, k))
+        for name, data in devkit.items():
+            (out / DEVKIT / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / DEVKIT / name).write_bytes(data)
+    else:
+        with tarfile.open(out / "ILSVRC2012_img_train.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+            for c in range(classes):
+                inner = io.BytesIO()
+                with tarfile.open(fileobj=inner, mode="w", format=tarfile.USTAR_FORMAT) as sub:
+                    for k in range(train_per_class):
+                        _add(sub, f"{wnid(c)}_{k + 1}.JPEG", one("train", c, k))
+                _add(tar, f"{wnid(c)}.tar", inner.getvalue())
+        with tarfile.open(out / "ILSVRC2012_img_val.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+            for i, (c, k) in enumerate(order):
+                _add(tar, _val_name(i), one("val", c, k))
+        with open(out / f"{DEVKIT}.tar.gz", "wb") as raw, \
+                gzip.GzipFile(filename=f"{DEVKIT}.tar", mode="wb", fileobj=raw, mtime=TAR_MTIME) as gz, \
+                tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in devkit.items():
+                _add(tar, f"{DEVKIT}/{name}", data)
+    seconds = time.perf_counter() - start
+    return {"root": str(out), "layout": layout, "classes": classes,
+            "train": classes * train_per_class, "val": classes * val_per_class,
+            "anomalies": {f"{s}/{wnid(c)}#{k}": a for (s, c, k), a in plan.items()},
+            "seconds": round(seconds, 2), "images_per_second": round(total / seconds, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`alexnet prep synthetic OUT [...]`."""
+    parser = argparse.ArgumentParser(prog="alexnet prep synthetic", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="directory to write the raw dataset into")
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--train-per-class", type=int, default=160)
+    parser.add_argument("--val-per-class", type=int, default=50)
+    parser.add_argument("--layout", choices=("folders", "tars"), default="folders")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--anomalies", action="store_true",
+                        help="include a PNG named .JPEG, CMYK JPEGs and a grayscale JPEG, as in "
+                             "the real ILSVRC-2012 (PAPER.md §1)")
+    args = parser.parse_args(argv)
+    last = [0.0]
+
+    def progress(done, total):
+        now = time.perf_counter()
+        if done == total or now - last[0] > 5.0:
+            last[0] = now
+            print(f"synthetic: {done}/{total} images", file=sys.stderr)
+
+    try:
+        summary = generate(args.out, args.classes, args.train_per_class, args.val_per_class,
+                           args.layout, args.seed, args.anomalies, progress)
+    except ValueError as err:
+        print(f"alexnet prep synthetic: {err}", file=sys.stderr)
+        return 2
+    print(f"synthetic: wrote {summary['train']} train + {summary['val']} val images of "
+          f"{summary['classes']} classes ({summary['layout']}) to {summary['root']} in "
+          f"{summary['seconds']} s ({summary['images_per_second']} images/s)")
+    return 0

@@ -1,0 +1,85 @@
+"""The experiments' recipes: small YAML files under experiments/configs/, each the paper's config
+(config.py's defaults) plus the few keys that make the experiment (§6-§8, Figure 1, PAPER.md §10).
+
+`load_recipe(name, overrides)` is `config.load(recipe_path(name), overrides)`; `config_diff(cfg)`
+names what a run's config changes from the paper, which is how reports recognise a run's variant
+without trusting its directory name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from paper_alexnet import config
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def names() -> list[str]:
+    """Every recipe name (file stem), sorted."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    """experiments/configs/<name>.yaml, or a clear error listing the recipes that exist."""
+    path = Path(name)
+    if path.suffix == ".yaml" and path.is_file():
+        return path
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise config.ConfigError(f"no recipe {name!r} in {CONFIG_DIR}; recipes: "
+                                 f"{', '.join(names())}")
+    return path
+
+
+def load_recipe(name: str, overrides=()) -> config.RunConfig:
+    """The run config of a recipe: defaults (the paper) <- recipe file <- overrides."""
+    return config.load(recipe_path(name), list(overrides))
+
+
+def header(name: str) -> str:
+    """The comment block a recipe opens with (what it tests, §, number, command, cost)."""
+    lines = []
+    for line in recipe_path(name).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip() if line[1:2] == " " else line[1:])
+    return "\n".join(lines)
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_diff(cfg, reference=None) -> dict:
+    """{"section.key": value} for every value of `cfg` (a RunConfig or its dict) that differs from
+    `reference` (default: the paper's config)."""
+    values = cfg if isinstance(cfg, dict) else config.to_dict(cfg)
+    reference = config.to_dict(config.RunConfig() if reference is None else reference)
+    ours, theirs = _flatten(values), _flatten(reference)
+    return {k: v for k, v in ours.items() if theirs.get(k, object()) != v}
+
+
+# Keys that change how long or how a run is carried out, not what it is: ignored when matching a
+# run to its recipe (a tiny-scale run of no_lrn is still no_lrn).
+SCALE_KEYS = ("train.", "optim.batch_size", "eval.batch_size", "data.workers", "data.backend",
+              "data.holdout", "model.devices", "model.lrn_impl")
+
+
+def match_recipe(cfg) -> str | None:
+    """The recipe whose changes from the paper equal the run's, scale keys ignored (None if none).
+    "paper" and "ilsvrc2010" have the same config; "paper" is returned."""
+    def essential(diff):
+        return {k: v for k, v in diff.items() if not k.startswith(SCALE_KEYS)}
+    ours = essential(config_diff(cfg))
+    for name in names():
+        if name == "ilsvrc2010":
+            continue
+        if essential(config_diff(load_recipe(name))) == ours:
+            return name
+    return None

@@ -1,0 +1,173 @@
+"""Reports (§6-§8, Figure 1): markdown with tables and PNG figures, generated from run directories
+and never edited by hand. `alexnet report RUN_DIR… [--out DIR]` regenerates one.
+
+Numbers come from RUN/metrics.jsonl and RUN/result.json (rundir.py); the paper's from
+paper_numbers.py. Curves need matplotlib (`pip install -e .[figures]`); without it the tables still
+come out and the report says how to get the figures. Errors are printed in percent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from experiments import paper_numbers, recipes, rundir
+
+FIGURES_HINT = ("(figures need matplotlib: `pip install -e .[figures]`; the tables above hold "
+                "the same numbers)")
+
+
+def pct(x, digits: int = 2) -> str:
+    """A fraction as a percentage ('12.34'), or '—' when missing or not finite."""
+    if x is None or not math.isfinite(float(x)):
+        return "—"
+    return f"{100.0 * float(x):.{digits}f}"
+
+
+def num(x, digits: int = 2) -> str:
+    if x is None or not math.isfinite(float(x)):
+        return "—"
+    return f"{float(x):.{digits}f}"
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A markdown table; cells are str()-ed, '|' escaped."""
+    def cell(v):
+        return str(v).replace("|", "\\|")
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pyplot():
+    """matplotlib.pyplot with a file-only backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_lines(path: Path, series: list[dict], xlabel: str, ylabel: str, title: str = "",
+               hline: float | None = None, logy: bool = False) -> bool:
+    """One PNG of several lines: series = [{"x", "y", "label", "style"}]. False without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for s in series:
+        pts = [(x, y) for x, y in zip(s["x"], s["y"]) if y is not None and math.isfinite(y)]
+        if pts:
+            ax.plot(*zip(*pts), s.get("style", "-"), label=s["label"], color=s.get("color"))
+    if hline is not None:
+        ax.axhline(hline, color="grey", linewidth=0.8, linestyle=":")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def curves_section(summary: dict, out_dir: Path, stem: str) -> str:
+    """Training/validation error and learning rate per epoch: a table, and PNGs if possible."""
+    c = summary["curves"]
+    rows = [[e, pct(tr), pct(v1), pct(v5), num(lr, 6), num(t, 1)]
+            for e, tr, v1, v5, lr, t in zip(c["epoch"], c["train_error"], c["val_top1"],
+                                            c["val_top5"], c["lr"], c["train_time_s"])]
+    text = table(["epoch", "train top-1 % (running)", "val top-1 % (centre)", "val top-5 %",
+                  "learning rate", "train time s"], rows)
+    errors = plot_lines(out_dir / f"{stem}_error.png", [
+        {"x": c["epoch"], "y": c["train_error"], "label": "training (running, top-1)"},
+        {"x": c["epoch"], "y": c["val_top1"], "label": "validation (centre crop, top-1)",
+         "style": "--"}], "epoch", "error", f"{stem}: error per epoch")
+    rates = plot_lines(out_dir / f"{stem}_lr.png", [
+        {"x": c["epoch"], "y": c["lr"], "label": "learning rate"}], "epoch", "learning rate",
+        f"{stem}: learning rate", logy=True)
+    if errors and rates:
+        text += f"\n\n![error]({stem}_error.png) ![learning rate]({stem}_lr.png)"
+    else:
+        text += "\n\n" + FIGURES_HINT
+    return text
+
+
+def result_errors(result: dict | None, view: str) -> tuple[float | None, float | None]:
+    """(top-1, top-5) fractions of one view ("center" or "ten_crop") of a result.json."""
+    if not result or not result.get(view):
+        return None, None
+    return result[view].get("top1"), result[view].get("top5")
+
+
+def timing_line(summary: dict) -> str:
+    t = summary["timing"]
+    return (f"training time {num(t['train_time_s'], 1)} s for {int(t['images'])} images "
+            f"({num(t['images_per_s'], 1)} images/s, training steps only); wall time "
+            f"{num(t['wall_s'], 1)} s including the per-epoch validation and checkpoints.")
+
+
+def diff_text(cfg) -> str:
+    diff = recipes.config_diff(cfg)
+    return ", ".join(f"`{k}={v}`" for k, v in sorted(diff.items())) or "none (the paper's config)"
+
+
+def runs_report(run_dirs: list[Path], out_dir: Path) -> Path:
+    """The generic report of run directories: results next to the paper's row, then curves."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = [rundir.summarise(d) for d in run_dirs]
+    rows = []
+    for s in summaries:
+        r = s["result"] or {}
+        c1, c5 = result_errors(r, "center")
+        t1, t5 = result_errors(r, "ten_crop")
+        rows.append([s["run_dir"].name, recipes.match_recipe(s["config"]) or "(custom)",
+                     r.get("split", "—"), r.get("images", "—"), pct(c1), pct(c5), pct(t1), pct(t5)])
+    paper = paper_numbers.PAPER_ROWS["ilsvrc2012_1cnn"]
+    lines = ["# Runs report", "",
+             "Generated by `alexnet report` from each run's metrics.jsonl and result.json; not "
+             "edited by hand. Errors in percent.", "",
+             table(["run", "recipe", "split", "images", "top-1 (1 crop)", "top-5 (1 crop)",
+                    "top-1 (10 crops)", "top-5 (10 crops)"], rows), "",
+             f"The paper ({paper.ref}, {paper.name}, {paper.dataset} {paper.split}, "
+             f"{paper.crops} crops): {paper.top1} / {paper.top5}. "
+             + "; ".join(f"{r.name}: {r.top1} / {r.top5} (1 crop)"
+                         for r in paper_numbers.REPLICAS.values()) + "."]
+    for s in summaries:
+        name = s["run_dir"].name
+        lines += ["", f"## {name}", "", f"Config changes from the paper: {diff_text(s['config'])}.",
+                  "", timing_line(s), "", curves_section(s, out_dir, name)]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="alexnet report", description="Regenerate a report from run directories. Given the "
+        "directory of an 'alexnet experiment' (it holds experiment.json), that experiment's "
+        "report; otherwise a report of the runs given.")
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument("--out", type=Path, help="output folder (default: the first RUN_DIR's "
+                        "report/ folder, or the experiment's own)")
+    args = parser.parse_args(argv)
+    for d in args.runs:
+        if not d.is_dir():
+            print(f"alexnet report: {d} is not a directory", file=sys.stderr)
+            return 2
+    manifest = args.runs[0] / "experiment.json"
+    if len(args.runs) == 1 and manifest.is_file():
+        from experiments import cli
+        path = cli.regenerate(args.runs[0], json.loads(manifest.read_text()), args.out)
+    else:
+        path = runs_report(args.runs, args.out or args.runs[0] / "report")
+    print(f"report: {path}")
+    return 0

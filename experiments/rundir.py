@@ -1,0 +1,123 @@
+"""Reading a run directory (docs/ARCHITECTURE.md) back into the numbers a report shows: §6 errors,
+§5 curves (training error, validation error, learning rate per epoch), time and throughput.
+
+Reads only what train.py and evaluate.py write: RUN/config.yaml, RUN/metrics.jsonl (records of kind
+"train": step, loss, error (top-1, a fraction, over the steps since the previous record), lr,
+train_time_s (training time since the session started); "val": step, top1, top5 after each epoch;
+"lr": a drop) and RUN/result.json. Training records are given to epochs by their step (the
+validation records mark the ends of epochs), whatever the "epoch" field's convention. Errors stay fractions here;
+reports print percent.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from paper_alexnet import config, metrics
+
+
+def read_config(run_dir) -> config.RunConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} holds no config.yaml: is it a run directory? (train "
+                                "one with 'alexnet train' or an 'alexnet experiment' command)")
+    return config.load(path)
+
+
+def read_result(run_dir) -> dict | None:
+    """RUN/result.json (evaluate.py), or None when the run was not evaluated."""
+    path = Path(run_dir) / "result.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def _epoch_of(step: int, val_steps: list[int]) -> int:
+    """1-based epoch of a training record: the first epoch whose validation came at or after its
+    step (records are assigned by step, so the "epoch" field's convention does not matter)."""
+    for e, s in enumerate(val_steps, 1):
+        if step <= s:
+            return e
+    return len(val_steps) + 1
+
+
+def epoch_curves(records: list[dict], batch_size: int = 1) -> dict:
+    """Per-epoch curves from metrics records.
+
+    train_error[e] is the RUNNING training error of epoch e+1: the mean top-1 error of the batches
+    seen during that epoch (each record weighted by the steps it covers), as cuda-convnet reported
+    it and as Figure 1 plots it; the weights move during the epoch, so it lags a pass over the
+    training set made at the end of the epoch. Returns lists indexed by epoch number (1-based), NaN
+    where nothing was logged: {"epoch", "train_error", "train_loss", "val_top1", "val_top5", "lr",
+    "train_time_s"} (train_time_s = cumulative training time at the end of each epoch, summed over
+    sessions)."""
+    val = {}
+    for r in records:
+        if r.get("kind") == "val":
+            val[len(val) + 1] = r
+    val_steps = [int(r["step"]) for r in val.values()]
+    sums: dict[int, list[float]] = {}
+    lr_by_epoch: dict[int, float] = {}
+    time_by_epoch: dict[int, float] = {}
+    session_base, previous_time, previous_step = 0.0, 0.0, 0
+    for r in records:
+        if r.get("kind") != "train":
+            continue
+        step = int(r["step"])
+        e = _epoch_of(step, val_steps)
+        n = float(max(step - previous_step, 0))
+        previous_step = step
+        s = sums.setdefault(e, [0.0, 0.0, 0.0])
+        s[0] += n * float(r["error"])
+        s[1] += n * float(r["loss"])
+        s[2] += n
+        lr_by_epoch[e] = float(r.get("lr", math.nan))
+        t = float(r.get("train_time_s", math.nan))
+        if t < previous_time:       # a resumed session starts its clock at 0
+            session_base += previous_time
+        previous_time = t
+        time_by_epoch[e] = session_base + t
+    last = max([0, *sums, *val])
+    epochs = list(range(1, last + 1))
+    nan = math.nan
+    return {
+        "epoch": epochs,
+        "train_error": [sums[e][0] / sums[e][2] if e in sums and sums[e][2] else nan
+                        for e in epochs],
+        "train_loss": [sums[e][1] / sums[e][2] if e in sums and sums[e][2] else nan
+                       for e in epochs],
+        "val_top1": [float(val[e]["top1"]) if e in val else nan for e in epochs],
+        "val_top5": [float(val[e]["top5"]) if e in val else nan for e in epochs],
+        "lr": [lr_by_epoch.get(e, nan) for e in epochs],
+        "train_time_s": [time_by_epoch.get(e, nan) for e in epochs],
+    }
+
+
+def timing(records: list[dict], batch_size: int) -> dict:
+    """Training time (summed over sessions), images trained on (steps x global batch), images/s,
+    and wall time from the first to the last record (includes validation and checkpoints)."""
+    train = [r for r in records if r.get("kind") == "train"]
+    images = float(max([0] + [int(r["step"]) for r in train]) * batch_size)
+    total, previous = 0.0, 0.0
+    for r in train:
+        t = float(r.get("train_time_s", 0.0))
+        if t < previous:
+            total += previous
+        previous = t
+    total += previous
+    times = [float(r["time"]) for r in records if "time" in r]
+    # the first record comes after its own stretch of training: count that stretch too
+    first = float(train[0].get("train_time_s", 0.0)) if train else 0.0
+    wall = max(times) - min(times) + first if times else math.nan
+    return {"train_time_s": total, "images": images,
+            "images_per_s": images / total if total > 0 else math.nan, "wall_s": wall}
+
+
+def summarise(run_dir) -> dict:
+    """Everything a report needs about one run directory."""
+    run_dir = Path(run_dir)
+    records = metrics.read_metrics(run_dir)
+    cfg = read_config(run_dir)
+    return {"run_dir": run_dir, "config": cfg, "result": read_result(run_dir),
+            "curves": epoch_curves(records), "timing": timing(records, cfg.optim.batch_size)}

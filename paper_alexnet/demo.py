@@ -1,0 +1,185 @@
+"""The whole paper on any CPU, in minutes: synthetic data → §2 prep → §5 training → §6 evaluation.
+
+`alexnet demo [--out DIR] [--quick]` needs no data and no network. It generates an ImageNet-shaped
+synthetic dataset in the raw ILSVRC-2012 layout (data_prep.synthetic), prepares it exactly as
+ImageNet is prepared (`alexnet prep imagenet`: shorter side 256, central crop, mean image, RGB PCA),
+trains the paper's two-tower network with the paper's recipe, evaluates it with the centre crop and
+with ten crops (§6), and writes DIR/report.md (+ DIR/curves.png with matplotlib) next to Table 2.
+
+Every change from the paper's recipe is a named value in experiments/configs/demo.yaml (its `demo:`
+section sizes the synthetic dataset); the report lists each one, computed from the config itself.
+The data is synthetic: the errors say the pipeline learns, not what AlexNet scores on ImageNet.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from paper_alexnet import config
+
+RECIPE = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "demo.yaml"
+# §6 Table 2, "1 CNN", ILSVRC-2012 val, ten crops; the same row as experiments.paper_numbers
+# ("ilsvrc2012_1cnn"; tests/test_demo.py checks they agree: paper_alexnet may not import experiments).
+PAPER_TABLE2_1CNN = (40.7, 18.2)
+
+
+def load_recipe(path: Path, quick: bool, overrides=()) -> tuple[config.RunConfig, dict]:
+    """(run config, dataset sizes) from demo.yaml; --quick applies its `quick:` section on top."""
+    values = config.read_yaml(path)
+    demo = values.pop("demo", None)
+    quick_section = values.pop("quick", {}) or {}
+    if not isinstance(demo, dict):
+        raise config.ConfigError(f"{path} needs a 'demo:' section (classes, train_per_class, "
+                                 "val_per_class, seed)")
+    if quick:
+        demo = {**demo, **quick_section.get("demo", {})}
+        overrides = list(quick_section.get("overrides", [])) + list(overrides)
+    try:
+        cfg = config.build(config.RunConfig, config.apply_overrides(values, list(overrides)))
+    except config.ConfigError as err:
+        raise config.ConfigError(f"{err} (from {path})") from None
+    return cfg, demo
+
+
+def deviations(cfg: config.RunConfig) -> list[str]:
+    """'key: paper X -> demo Y' for every value that differs from the paper's defaults."""
+    from paper_alexnet.train import _flat
+    paper, ours = (_flat(config.to_dict(c)) for c in (config.RunConfig(), cfg))
+    return [f"{k}: paper {paper[k]!r} -> demo {ours[k]!r}" for k in paper if paper[k] != ours[k]]
+
+
+def _stage(name: str, timings: dict, fn, *args, **kwargs):
+    print(f"\n=== {name} ===", flush=True)
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    timings[name] = time.perf_counter() - start
+    print(f"=== {name}: {timings[name]:.1f} s ===", flush=True)
+    return out
+
+
+def _prepare(raw: Path, root: Path, demo: dict) -> None:
+    from data_prep import __main__ as prep
+    from data_prep import synthetic
+    if (root / "val" / "manifest.json").is_file():
+        print(f"{root} is already prepared (prepared data is immutable): reusing it")
+        return
+    summary = synthetic.generate(raw, demo["classes"], demo["train_per_class"],
+                                 demo["val_per_class"], seed=demo["seed"])
+    print(f"synthetic: {summary['train']} train + {summary['val']} val images, "
+          f"{summary['classes']} classes, raw ILSVRC-2012 folder layout, in {raw}")
+    code = prep.main(["imagenet", "--input", str(raw), "--out", str(root),
+                      "--workers", str(os.cpu_count() or 1)])
+    if code != 0:
+        raise RuntimeError(f"'alexnet prep imagenet --input {raw} --out {root}' failed "
+                           f"(exit {code}); see its message above")
+
+
+def _curves(run_dir: Path, out: Path) -> Path | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from paper_alexnet.metrics import read_metrics
+    train_records, val = read_metrics(run_dir, "train"), read_metrics(run_dir, "val")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot([r["step"] for r in train_records], [r["loss"] for r in train_records])
+    a.set(xlabel="step", ylabel="training loss (cross-entropy)", title="training")
+    b.plot([r["epoch"] for r in val], [100 * r["top1"] for r in val], "o-", label="top-1")
+    b.plot([r["epoch"] for r in val], [100 * r["top5"] for r in val], "s-", label="top-5")
+    b.set(xlabel="epoch", ylabel="validation error (%), centre crop", title="validation")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def report(out: Path, cfg, demo: dict, result: dict, timings: dict, quick: bool) -> str:
+    classes = cfg.model.num_classes
+    chance1, chance5 = 100 * (1 - 1 / classes), 100 * max(0.0, 1 - 5 / classes)
+    c, t = result["center"], result["ten_crop"]
+    lines = [
+        "# AlexNet demo (synthetic data)" + (" -- QUICK, shortened" if quick else ""), "",
+        "**The data is synthetic** (data_prep.synthetic: textured shapes, "
+        f"{classes} classes, {demo['classes'] * demo['train_per_class']} training images), "
+        "not ImageNet: these errors show that the pipeline (prep, augmentation, the two-tower "
+        "network, the §5 rule, §6 evaluation) learns; they are not comparable to the paper's.", "",
+        "| | top-1 error | top-5 error | crops |", "|---|---|---|---|",
+        f"| this demo, centre crop | {100 * c['top1']:.1f}% | {100 * c['top5']:.1f}% | 1 |",
+        f"| this demo, ten crops (§6) | {100 * t['top1']:.1f}% | {100 * t['top5']:.1f}% | 10 |",
+        f"| chance on this data ({classes} classes) | {chance1:.1f}% | {chance5:.1f}% | |",
+        f"| paper, Table 2, 1 CNN, ILSVRC-2012 val (1000 classes) | {PAPER_TABLE2_1CNN[0]}% | "
+        f"{PAPER_TABLE2_1CNN[1]}% | 10 |", "",
+        f"Validation split: {result['images']} images, each seen once; checkpoint evaluated: the "
+        f"final one ({Path(result['checkpoints'][0]).name}), not a best-of.", "",
+        "## Changes from the paper's recipe (experiments/configs/demo.yaml)", "",
+        *[f"- {d}" for d in deviations(cfg)], "",
+        "## Time per stage", "",
+        *[f"- {name}: {seconds:.1f} s" for name, seconds in timings.items()],
+        f"- total: {sum(timings.values()):.1f} s", "",
+        f"Hardware: {platform.machine()} CPU, {os.cpu_count()} cores visible, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), Python "
+        f"{platform.python_version()}.", ""]
+    png = _curves(out / "run", out / "curves.png")
+    if png is not None:
+        lines += [f"![training curves]({png.name})", ""]
+    text = "\n".join(lines)
+    (out / "report.md").write_text(text)
+    return text
+
+
+def run_demo(out: Path, quick: bool = False, recipe: Path = RECIPE, overrides=()) -> dict:
+    from paper_alexnet.evaluate import evaluate
+    from paper_alexnet.train import train
+    from paper_alexnet import checkpoint
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg, demo = load_recipe(recipe, quick, overrides)
+    print("AlexNet (Krizhevsky, Sutskever & Hinton 2012) on SYNTHETIC data. Changes from the "
+          f"paper's recipe ({recipe.name}{', --quick' if quick else ''}):")
+    for d in deviations(cfg):
+        print(f"  {d}")
+    timings: dict[str, float] = {}
+    root = out / "prepared"
+    _stage("1. generate + prepare synthetic data", timings, _prepare, out / "raw", root, demo)
+    summary = _stage("2. train (§5)", timings, train, cfg, root, out / "run")
+    newest = checkpoint.list_checkpoints(out / "run")[-1][1]
+    result = _stage("3. evaluate, centre crop and ten crops (§6)", timings, evaluate, [newest],
+                    root, "val", ten_crop=True)
+    (out / "run" / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = report(out, cfg, demo, result, timings, quick)
+    print("\n" + text)
+    print(f"report: {out / 'report.md'}")
+    return dict(result=result, train=summary, timings=timings,
+                config=dataclasses.asdict(cfg))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="alexnet demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join("runs", "demo"),
+                        help="output directory (default: ./runs/demo)")
+    parser.add_argument("--quick", action="store_true", help="a shortened demo (tests use it): "
+                        "tiny dataset, one short epoch; shows the pipeline, not learning")
+    parser.add_argument("--recipe", default=str(RECIPE), help="the demo recipe YAML")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+    args = parser.parse_args(argv)
+    try:
+        run_demo(Path(args.out), args.quick, Path(args.recipe), args.overrides)
+    except config.ConfigError as err:
+        print(f"alexnet demo: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""§5 at scale (DESIGN decision 7): torchrun + DDP, each process one full two-tower replica.
+
+The paper trained one network on two GTX 580s, one tower per GPU (§3.2). Here a process holds that
+whole two-tower replica (on two GPUs, on one, or on the CPU) and DDP averages gradients between the
+processes. DDP is built with `device_ids=None`, the form it needs for a module that spans several
+devices. The configured batch (128, §5) is the GLOBAL batch: each of the `world_size` ranks
+trains on its share (`batch_size // world_size` images, `data.train_batches` hands out the shares),
+and DDP's gradient average over ranks of per-rank batch means equals the mean over the global batch
+because the shares are equal.
+
+Only rank 0 writes files (config, metrics, checkpoints, results); every rank reads the same newest
+checkpoint when a run resumes.
+
+Launch: `torchrun --nproc-per-node N -m paper_alexnet train …` (or `alexnet train` under torchrun).
+torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR/PORT; without them
+everything here is the single-process identity.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process stands: rank among world_size, and its rank on this machine."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_from_env(backend: str | None = None) -> World:
+    """Join the process group torchrun describes in the environment (no-op for one process).
+
+    Backend: NCCL where CUDA is present, gloo on the CPU (or as named).
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return World()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    if not dist.is_initialized():
+        if backend is None:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return World(rank, world_size, local_rank, local_world)
+
+
+def current_world() -> World:
+    """The World of an already initialised process group (or the single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return World()
+    world_size = dist.get_world_size()
+    rank = dist.get_rank()
+    return World(rank, world_size, int(os.environ.get("LOCAL_RANK", rank)),
+                 int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+
+
+def replica_devices(world: World, model_devices: tuple[str, ...]) -> tuple[str, ...]:
+    """The devices of this rank's replica.
+
+    Single process: `model.devices` as configured. Under torchrun with `model.devices=[auto]`: the
+    GPUs of this machine are split between its local ranks, two per replica where there are enough
+    (the paper's placement: towers on cuda:2r and cuda:2r+1), else one; the CPU without CUDA.
+    Explicit device names under torchrun would put every rank on the same devices: refused.
+    """
+    if not world.distributed:
+        return tuple(model_devices)
+    if tuple(model_devices) != ("auto",):
+        if tuple(model_devices) == ("cpu",):
+            return ("cpu",)
+        raise ValueError(f"model.devices={list(model_devices)} names devices explicitly, which "
+                         f"every one of the {world.world_size} ranks would share; use "
+                         "model.devices=[auto] under torchrun (each rank then takes its own GPUs)")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return ("cpu",)
+    per_replica = 2 if count >= 2 * world.local_world_size else 1
+    if count < world.local_world_size:
+        raise ValueError(f"{world.local_world_size} processes on this machine but only {count} "
+                         "CUDA device(s): use --nproc-per-node <= the number of GPUs")
+    first = world.local_rank * per_replica
+    return tuple(f"cuda:{first + i}" for i in range(per_replica))
+
+
+def local_batch_size(global_batch: int, world: World) -> int:
+    """§5's batch is global: each rank gets an equal share (an uneven split would bias the mean)."""
+    if global_batch % world.world_size:
+        raise ValueError(f"optim.batch_size={global_batch} does not split evenly over "
+                         f"{world.world_size} processes; choose a batch size divisible by the "
+                         "number of processes")
+    return global_batch // world.world_size
+
+
+def wrap(model: torch.nn.Module, world: World) -> torch.nn.Module:
+    """DDP around the replica (device_ids=None: the module spans its own devices), or the model."""
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(model, device_ids=None)
+
+
+def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """Sum over ranks, in place (a collective: call it at log steps, not every step)."""
+    if world.distributed:
+        if dist.get_backend() == "nccl" or tensor.device.type == "cpu":
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        else:
+            host = tensor.cpu()
+            dist.all_reduce(host, op=dist.ReduceOp.SUM)
+            tensor.copy_(host)
+    return tensor
+
+
+def collective_device(world: World, fallback: torch.device) -> torch.device:
+    """Where tensors for collectives live: the CPU for gloo, this rank's GPU for NCCL."""
+    if world.distributed and dist.get_backend() == "nccl":
+        return fallback
+    return torch.device("cpu")
+
+
+def barrier(world: World):
+    if world.distributed:
+        dist.barrier()
+
+
+def shutdown(world: World):
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,89 @@
+"""§3.1 Figure 1 net (paper_alexnet/cifar_net.py): shapes, activation, initialisation, and the
+forward pass against a second formulation written with torch.nn.functional."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from paper_alexnet.cifar_net import INIT_STD, Figure1Net
+from paper_alexnet.config import ModelConfig
+from paper_alexnet.model import build
+
+
+def cfg(**kw):
+    base = dict(arch="cifar10_4layer", num_classes=10, input_size=32)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def reference_forward(net: Figure1Net, x: torch.Tensor, act) -> torch.Tensor:
+    """layers-80sec written out by hand: cuda-convnet pools with ceil arithmetic (32->16->8->4)."""
+    x = F.max_pool2d(act(F.conv2d(x, net.conv1.weight, net.conv1.bias, padding=2)), 3, 2,
+                     ceil_mode=True)
+    x = F.avg_pool2d(act(F.conv2d(x, net.conv2.weight, net.conv2.bias, padding=2)), 3, 2,
+                     ceil_mode=True)
+    x = F.avg_pool2d(act(F.conv2d(x, net.conv3.weight, net.conv3.bias, padding=2)), 3, 2,
+                     ceil_mode=True)
+    assert x.shape[1:] == (64, 4, 4)
+    x = act(F.linear(x.reshape(len(x), -1), net.fc64.weight, net.fc64.bias))
+    return F.linear(x, net.fc10.weight, net.fc10.bias)
+
+
+@pytest.mark.parametrize("activation, act", [("relu", torch.relu), ("tanh", torch.tanh)])
+def test_forward_matches_functional_reference(activation, act):
+    torch.manual_seed(0)
+    net = Figure1Net(cfg(activation=activation))
+    for layer in (net.conv1, net.conv2, net.conv3, net.fc64, net.fc10):   # non-trivial weights
+        torch.nn.init.normal_(layer.weight, 0, 0.1)
+        torch.nn.init.normal_(layer.bias, 0, 0.1)
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(net(x), reference_forward(net, x, act))
+    assert net.fc64.in_features == 64 * 4 * 4
+
+
+def test_relu_and_tanh_differ_only_in_activation():
+    torch.manual_seed(1)
+    relu = Figure1Net(cfg(activation="relu"))
+    tanh = Figure1Net(cfg(activation="tanh"))
+    tanh.load_state_dict(relu.state_dict())       # same parameter names and shapes
+    x = torch.randn(2, 3, 32, 32) * 50
+    assert tanh.features(x).abs().max() <= 1.0
+    assert relu.features(x).min() >= 0.0
+    assert not torch.allclose(relu(x), tanh(x))
+
+
+def test_paper_style_initialisation():
+    """§5 style: zero-mean Gaussians with layers-80sec's stds, zero biases."""
+    torch.manual_seed(2)
+    net = Figure1Net(cfg())
+    for name, std in INIT_STD.items():
+        w = getattr(net, name).weight.detach()
+        # the sample std of n Gaussian draws is within ~5/sqrt(2n) of the true one (relative)
+        assert abs(w.std().item() / std - 1) < 5 / math.sqrt(2 * w.numel()), name
+        assert abs(w.mean().item()) < 5 * std / math.sqrt(w.numel()), name
+        assert torch.count_nonzero(getattr(net, name).bias) == 0
+
+
+def test_channels_classes_and_build():
+    net = build(cfg(in_channels=1, num_classes=7, activation="tanh"), ("cpu",))
+    assert isinstance(net, Figure1Net)
+    assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 7)
+    assert net.input_device == torch.device("cpu") == net.output_device
+    with pytest.raises(ValueError, match="too small"):
+        Figure1Net(cfg(input_size=1))
+
+
+def test_it_learns():
+    """A few SGD steps on one fixed batch lower the loss (the net is trainable as initialised)."""
+    torch.manual_seed(3)
+    net = Figure1Net(cfg())
+    x, y = torch.randn(16, 3, 32, 32) * 60, torch.arange(16) % 10
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    first = F.cross_entropy(net(x), y).item()
+    for _ in range(60):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first

@@ -1,0 +1,145 @@
+"""config.py (DESIGN decision 3): defaults are the paper, YAML + overrides, errors that name the key,
+frozen configs, YAML round trips."""
+import dataclasses
+import typing
+
+import pytest
+import yaml
+
+from paper_alexnet import config
+from paper_alexnet.config import ConfigError, ModelConfig, RunConfig
+
+
+def test_defaults_are_the_paper():
+    cfg = config.load()
+    assert cfg == RunConfig()
+    m = cfg.model
+    assert (m.arch, m.layout, m.input_size, m.conv1_padding, m.lrn, m.pooling, m.dropout,
+            m.removed_layer, m.init, m.num_classes, m.devices) == \
+        ("alexnet", "two_towers", 224, "alex", "paper", "overlapping", 0.5, "none", "paper", 1000,
+         ("auto",))
+    o = cfg.optim
+    assert (o.lr, o.momentum, o.weight_decay, o.batch_size) == (0.01, 0.9, 0.0005, 128)
+    assert (cfg.schedule.factor, cfg.schedule.max_drops, cfg.train.epochs) == (0.1, 3, 90)
+
+
+def test_every_field_cites_its_source_and_its_default_is_a_valid_choice():
+    for section, cls in typing.get_type_hints(RunConfig).items():
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("ref"), f"{section}.{f.name} has no reference"
+            if "choices" in f.metadata:
+                assert f.default in f.metadata["choices"], f"{section}.{f.name}"
+
+
+def test_course_notes_preset():
+    m = ModelConfig.course_notes()
+    assert (m.layout, m.in_channels, m.num_classes, m.lrn, m.conv1_padding) == \
+        ("one_tower", 1, 10, "off", "1")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("modle.lrn=off", "unknown key(s) modle"),
+    ("model.lrnn=off", "unknown key(s) model.lrnn"),
+    ("model.num_classes=ten", "model.num_classes: expected an integer"),
+    ("model.num_classes=true", "model.num_classes: expected an integer"),
+    ("model.num_classes=10.0", "model.num_classes: expected an integer"),
+    ("train.compile=1", "train.compile: expected true or false"),
+    ("optim.lr=fast", "optim.lr: expected a number"),
+    ("optim.lr=.inf", "optim.lr: expected a finite number"),
+    ("model.lrn=[paper]", "model.lrn: expected a string"),
+    ("model.devices={a: 1}", "model.devices: expected a list"),
+    ("model.lrn=sometimes", "model.lrn: 'sometimes' is not one of paper, cuda-convnet, caffe, off"),
+    ("model.layout=three_towers", "model.layout: 'three_towers' is not one of"),
+    ("model.num_classes=1", "model.num_classes: 1 is below the minimum 2"),
+    ("model.dropout=1.5", "model.dropout: 1.5 is above the maximum 1.0"),
+    ("optim.lr=-0.1", "optim.lr: -0.1 is below the minimum 0.0"),
+    ("model=3", "model: expected a mapping"),
+    ("model.lrn", "is not of the form section.key=value"),
+    ("model.lrn=[", "value is not valid YAML"),
+    ("optim.lr.x=1", "optim.lr: expected a number"),
+    (["optim.lr=0.1", "optim.lr.x=1"], "lr is not a section"),
+])
+def test_bad_overrides_are_rejected_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        config.load(None, [override] if isinstance(override, str) else override)
+    assert message in str(err.value)
+
+
+def test_overrides_are_parsed_as_yaml_and_coerced():
+    cfg = config.load(None, ["optim.lr=1e-3", "optim.momentum=1", "model.devices=[cuda:0, cpu]",
+                             "model.conv1_padding=1", "model.lrn=off", "schedule.milestones=50",
+                             "train.compile=true", "model.dropout=0"])
+    assert cfg.optim.lr == 0.001 and isinstance(cfg.optim.momentum, float)
+    assert cfg.model.devices == ("cuda:0", "cpu")
+    assert cfg.model.conv1_padding == "1" and cfg.model.lrn == "off"
+    assert cfg.schedule.milestones == (50,) and cfg.train.compile is True
+    assert cfg.model.dropout == 0.0
+    assert config.load(None, ["model.devices=cpu"]).model.devices == ("cpu",)
+
+
+def test_file_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  lrn: caffe\n  input_size: 227\noptim:\n  lr: 0.02\n")
+    cfg = config.load(path, ["optim.lr=0.03"])
+    assert (cfg.model.lrn, cfg.model.input_size, cfg.optim.lr) == ("caffe", 227, 0.03)
+    assert cfg.data == RunConfig().data
+
+
+def test_empty_file_and_empty_section(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert config.load(empty) == RunConfig()
+    section = tmp_path / "section.yaml"
+    section.write_text("model:\noptim:\n")
+    assert config.load(section, ["model.lrn=caffe"]).model.lrn == "caffe"
+
+
+def test_file_errors_name_the_file(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError, match="cannot read config file .*missing.yaml"):
+        config.load(missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        config.load(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml must hold a mapping"):
+        config.load(listing)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("model:\n  lrn: nope\n")
+    with pytest.raises(ConfigError, match=r"model.lrn: 'nope' .*\(from .*wrong.yaml\)"):
+        config.load(wrong)
+
+
+def test_configs_are_frozen():
+    cfg = RunConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.model.lrn = "off"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.optim = None
+
+
+@pytest.mark.parametrize("cfg", [
+    RunConfig(),
+    RunConfig(model=ModelConfig.course_notes()),
+    config.load(None, ["model.lrn=off", "model.devices=[cuda:0, cuda:1]", "optim.lr=1e-4",
+                       "schedule.kind=milestones", "schedule.milestones=[10, 20]",
+                       "model.conv1_padding=2", "data.pca_scale=eigval"]),
+])
+def test_yaml_round_trip(cfg, tmp_path):
+    text = config.dump(cfg)
+    assert config.build(RunConfig, yaml.safe_load(text)) == cfg
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert config.load(path) == cfg
+    plain = config.to_dict(cfg)
+    assert isinstance(plain["model"]["devices"], list)
+    assert config.build(RunConfig, plain) == cfg
+
+
+def test_build_a_single_section():
+    assert config.build(ModelConfig, {"lrn": "caffe"}) == ModelConfig(lrn="caffe")
+    assert config.load(None, ["lrn=off"], cls=ModelConfig) == ModelConfig(lrn="off")
+    with pytest.raises(ConfigError, match="valid keys here: arch, layout"):
+        config.build(ModelConfig, {"towers": 2})

@@ -1,0 +1,283 @@
+"""experiments/: recipes, the pure functions behind the reports (learning-rate search, ablation
+table, colour specificity, nearest neighbours, epoch curves), and every experiment end to end at
+tiny scale on generated data, its report read back against result.json."""
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import ablate, cli, figures, generated, paper_numbers, recipes, relu_vs_tanh
+from experiments import report, rundir
+from paper_alexnet import config
+
+TINY = ["train.epochs=1", "train.steps_per_epoch=2", "optim.batch_size=4", "eval.batch_size=8",
+        "data.workers=0", "train.log_every=1"]
+
+
+# ------------------------------------------------------------------------------------ recipes
+
+@pytest.mark.parametrize("name", recipes.names())
+def test_every_recipe_loads_and_documents_itself(name):
+    cfg = recipes.load_recipe(name)
+    assert isinstance(cfg, config.RunConfig)
+    head = recipes.header(name)
+    for part in ("Tests:", "Launch:", "Cost:", "§", "alexnet experiment", "ESTIMATE"):
+        assert part in head, f"{name}.yaml header lacks {part!r}"
+
+
+def test_ablation_recipes_change_exactly_one_thing():
+    expected = {"no_lrn": {"model.lrn": "off"}, "no_pca": {"data.pca_std": 0.0},
+                "no_dropout": {"model.dropout": 0.0},
+                "pooling_z2": {"model.pooling": "non_overlapping"},
+                "one_tower_half": {"model.layout": "one_tower_half"}}
+    expected.update({f"remove_conv{i}": {"model.removed_layer": f"conv{i}"} for i in range(1, 6)})
+    for name, diff in expected.items():
+        assert recipes.config_diff(recipes.load_recipe(name)) == diff, name
+        assert recipes.match_recipe(recipes.load_recipe(name, TINY)) == name
+    assert recipes.config_diff(recipes.load_recipe("paper")) == {}
+    assert set(paper_numbers.DEFAULT_ABLATIONS) <= set(recipes.names())
+
+
+def test_figure1_and_course_notes_recipes_have_no_regularisation():
+    c = recipes.load_recipe("relu_vs_tanh")
+    assert (c.model.arch, c.model.input_size, c.model.dropout) == ("cifar10_4layer", 32, 0.0)
+    assert (c.optim.weight_decay, c.data.pca_std, c.data.flip, c.data.geometry) == \
+        (0.0, 0.0, False, "resize")
+    assert c.schedule.max_drops == 0
+    n = recipes.load_recipe("course_notes_fashion_mnist")
+    assert (n.model.layout, n.model.in_channels, n.model.lrn, n.model.conv1_padding) == \
+        ("one_tower", 1, "off", "1")
+    assert (n.optim.rule, n.optim.lr, n.optim.momentum, n.optim.batch_size, n.train.epochs) == \
+        ("torch_sgd", 0.01, 0.0, 128, 10)
+
+
+# ------------------------------------------------------------------------------ pure functions
+
+def test_pick_fastest_scripted_case():
+    trials = {
+        0.001: [0.80, 0.60, 0.45, 0.35, 0.30],     # never reaches 25%
+        0.003: [0.70, 0.40, 0.24, 0.20, 0.15],     # epoch 3
+        0.01: [0.60, 0.30, 0.25, 0.10, 0.05],      # epoch 3 too, lower mean error: wins the tie
+        0.03: [0.50, 0.20, math.nan, 0.9, 0.9],    # fastest on paper, but diverged
+        0.1: None,                                 # diverged before logging an epoch
+    }
+    best, rows = relu_vs_tanh.pick_fastest(trials)
+    assert best == 0.01
+    assert [r["lr"] for r in rows] == [0.01, 0.003, 0.001, 0.03, 0.1]
+    assert rows[0]["epochs_to_target"] == 3 and rows[2]["epochs_to_target"] is None
+    assert rows[3]["diverged"] and rows[4]["diverged"]
+    assert rows[0]["mean_error"] == pytest.approx((0.6 + 0.3 + 0.25 + 0.1 + 0.05) / 5)
+    # nobody reaches the target: the fastest-falling curve (lowest mean error) wins
+    assert relu_vs_tanh.pick_fastest({1: [0.9, 0.5], 2: [0.8, 0.6]})[0] == 1
+    assert relu_vs_tanh.epochs_to_target([0.3, 0.26, 0.25, 0.1]) == 3
+    assert relu_vs_tanh.epochs_to_target([0.3, 0.26]) is None
+
+
+def test_ablation_table_hand_checked():
+    errors = {"paper": {0: {"top1": 0.40, "top5": 0.18}, 1: {"top1": 0.42, "top5": 0.20}},
+              "no_lrn": {0: {"top1": 0.41, "top5": 0.19}, 1: {"top1": 0.45, "top5": 0.20}},
+              "no_pca": {1: {"top1": 0.43, "top5": 0.21}}}
+    rows = {r["variant"]: r for r in ablate.ablation_table(errors)}
+    assert list(rows) == ["paper", "no_lrn", "no_pca"]
+    r = rows["no_lrn"]                     # per-seed differences: top-1 0.01, 0.03; top-5 0.01, 0
+    assert r["top1_mean"] == pytest.approx(0.43)
+    assert r["top1_std"] == pytest.approx(math.sqrt(((0.41 - 0.43) ** 2 + (0.45 - 0.43) ** 2)))
+    assert r["top1_diff"] == pytest.approx(0.02)
+    assert r["top1_diff_std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert r["top5_diff"] == pytest.approx(0.005)
+    assert r["top5_diff_std"] == pytest.approx(math.sqrt(2) * 0.005)
+    p = rows["no_pca"]                     # one seed in common: a difference, no spread
+    assert (p["paired"], p["top1_diff_std"]) == ([1], None)
+    assert p["top1_diff"] == pytest.approx(0.01)
+    assert rows["paper"]["top1_diff"] == 0.0
+    with pytest.raises(ValueError, match="baseline"):
+        ablate.ablation_table({"no_lrn": errors["no_lrn"]})
+
+
+def test_colour_specificity_reference_cases():
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((11, 11))
+    f -= f.mean()
+    grey = np.stack([f, f, f])[None]
+    opponent = np.stack([f, -f, 0 * f])[None]
+    single = np.stack([f, 0 * f, 0 * f])[None]
+    scores = figures.colour_specificity(np.concatenate([grey, opponent, single]))
+    np.testing.assert_allclose(scores, [0.0, 1.0, 2.0 / 3.0], atol=1e-12)
+    # random kernels: independent channels put 2/3 of the energy in colour, on average
+    assert figures.colour_specificity(rng.standard_normal((500, 3, 5, 5))).mean() == \
+        pytest.approx(2 / 3, abs=0.02)
+
+
+def test_nearest_matches_brute_force():
+    rng = np.random.default_rng(1)
+    q, pool = rng.standard_normal((4, 7)), rng.standard_normal((30, 7))
+    dist, idx = figures.nearest(q, pool, 3)
+    for i in range(4):
+        d = np.sqrt(((pool - q[i]) ** 2).sum(1))
+        np.testing.assert_array_equal(idx[i], np.argsort(d)[:3])
+        np.testing.assert_allclose(dist[i], np.sort(d)[:3], rtol=1e-9)
+
+
+def test_epoch_curves_weight_by_steps_and_sum_sessions():
+    records = [
+        {"kind": "train", "step": 1, "error": 1.0, "loss": 3.0, "lr": 0.1, "train_time_s": 1.0},
+        {"kind": "train", "step": 4, "error": 0.5, "loss": 2.0, "lr": 0.1, "train_time_s": 4.0},
+        {"kind": "val", "step": 4, "top1": 0.6, "top5": 0.2},
+        # resumed session: the clock restarts
+        {"kind": "train", "step": 8, "error": 0.25, "loss": 1.0, "lr": 0.01, "train_time_s": 2.0},
+        {"kind": "val", "step": 8, "top1": 0.4, "top5": 0.1, "time": 10.0},
+    ]
+    c = rundir.epoch_curves(records)
+    assert c["epoch"] == [1, 2]
+    assert c["train_error"] == pytest.approx([(1 * 1.0 + 3 * 0.5) / 4, 0.25])
+    assert c["val_top1"] == [0.6, 0.4] and c["lr"] == [0.1, 0.01]
+    assert c["train_time_s"] == [4.0, 6.0]
+    t = rundir.timing(records, batch_size=16)
+    assert (t["train_time_s"], t["images"], t["images_per_s"]) == (6.0, 128.0, 128.0 / 6.0)
+
+
+def test_generated_cifar10_is_the_real_format(tmp_path):
+    import pickle
+    folder = generated.write_cifar10(tmp_path, train=50, test=20)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["batches.meta"] + [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
+    with open(folder / "data_batch_1", "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    assert d[b"data"].shape == (10, 3072) and d[b"data"].dtype == np.uint8
+    assert len(d[b"labels"]) == 10
+    x, y = generated.images(0, 70, 32, 3, 3.0)   # train + test, drawn together
+    np.testing.assert_array_equal(d[b"data"][3].reshape(3, 32, 32).transpose(1, 2, 0), x[3])
+
+
+# ------------------------------------------------------------------------- end to end, tiny
+
+def _numbers(text: str, label: str) -> list[str]:
+    """The cells of the first markdown table row that starts with `label`."""
+    for line in text.splitlines():
+        if line.startswith(f"| {label}"):
+            return [c.strip() for c in line.strip("|").split("|")]
+    raise AssertionError(f"no table row starting with {label!r}")
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory):
+    """A prepared synthetic ImageNet-shaped set: 4 classes, 2 train and 1 val image each."""
+    from data_prep import synthetic
+    from data_prep.__main__ import main as prep
+    base = tmp_path_factory.mktemp("imagenet")
+    synthetic.generate(base / "raw", classes=4, train_per_class=2, val_per_class=1)
+    assert prep(["imagenet", "--input", str(base / "raw"), "--out", str(base / "root"),
+                 "--workers", "1"]) == 0
+    return base / "root"
+
+
+def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path):
+    runs = tmp_path / "runs"
+    # 99-pixel crops keep every code path (random crops, ten crops, two towers) but make fc6 9x
+    # smaller (pool5 is 2x2): the checkpoints and the steps are what cost time on a CPU.
+    tiny = [*TINY, "model.num_classes=4", "model.input_size=99"]
+    assert cli.main(["ablate", "--data", str(imagenet_root), "--runs", str(runs), "--quiet",
+                     "--variants", "no_lrn", "--seeds", "0", *tiny]) == 0
+    text = (runs / "ablate" / "report" / "report.md").read_text()
+    base = json.loads((runs / "ablate" / "paper" / "seed0" / "result.json").read_text())
+    var = json.loads((runs / "ablate" / "no_lrn" / "seed0" / "result.json").read_text())
+    row = _numbers(text, "no_lrn")
+    assert row[2] == f"{100 * var['ten_crop']['top1']:.2f}"
+    assert row[4] == f"{100 * (var['ten_crop']['top1'] - base['ten_crop']['top1']):+.2f}"
+    assert "+1.4 / +1.2" in row[6]
+    one = _numbers(text, "one_crop")
+    assert one[4] == f"{100 * (base['center']['top1'] - base['ten_crop']['top1']):+.2f}"
+
+    # reproduce: take the baseline run as it is, and evaluate both runs as an ensemble
+    members = [runs / "ablate" / v / "seed0" for v in ("paper", "no_lrn")]
+    assert cli.main(["reproduce", "--data", str(imagenet_root), "--runs", str(runs),
+                     "--run-dir", str(members[0]), "--ensemble", *map(str, members)]) == 0
+    text = (runs / "reproduce_paper" / "report" / "report.md").read_text()
+    ours = _numbers(text, "ours: seed0")
+    assert ours[3:5] == [f"{100 * base['center']['top1']:.2f}", f"{100 * base['center']['top5']:.2f}"]
+    ens = json.loads((runs / "reproduce_paper" / "ensemble_result.json").read_text())
+    assert len(ens["checkpoints"]) == 2
+    assert _numbers(text, "ours: ensemble of 2")[3] == f"{100 * ens['center']['top1']:.2f}"
+    assert "| 1 CNN (Table 2) [§6 Table 2] | ILSVRC-2012 val | 10 | 40.7 | 18.2 |" in text
+    assert "42.9" in text and "43.5" in text
+
+    # `alexnet report EXP` regenerates the same report from the files
+    before = text
+    (runs / "reproduce_paper" / "report" / "report.md").unlink()
+    assert report.main([str(runs / "reproduce_paper")]) == 0
+    assert (runs / "reproduce_paper" / "report" / "report.md").read_text() == before
+
+    # Figures 3 and 4 of the baseline
+    assert cli.main(["figures", "--run-dir", str(members[0]), "--data", str(imagenet_root),
+                     "--queries", "2", "--neighbours", "3"]) == 0
+    fig = (members[0] / "report" / "figures.md").read_text()
+    assert (members[0] / "report" / "figure3_conv1.png").is_file()
+    assert (members[0] / "report" / "figure4_neighbours.png").is_file()
+    assert re.search(r"\| tower_a \| 48 \| 0\.\d{3} \|", fig)
+    assert re.search(r"\| tower_b \| 48 \| 0\.\d{3} \|", fig)
+
+
+def _prep_small(kind: str, raw: Path, root: Path):
+    from data_prep.__main__ import main as prep
+    assert prep([kind, "--input", str(raw), "--out", str(root)]) == 0
+    return root
+
+
+def _epoch_errors(run_dir: Path) -> list[float]:
+    """Running training error per epoch, recomputed here from metrics.jsonl by a second route:
+    records grouped by the validation record that closes their epoch, weighted by steps."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    out, num, den, prev = [], 0.0, 0, 0
+    for r in records:
+        if r["kind"] == "train":
+            num += (r["step"] - prev) * r["error"]
+            den += r["step"] - prev
+            prev = r["step"]
+        elif r["kind"] == "val":
+            out.append(num / den)
+            num, den = 0.0, 0
+    return out
+
+
+def test_relu_vs_tanh_end_to_end(tmp_path):
+    generated.write_cifar10(tmp_path / "raw", train=40, test=16)
+    root = _prep_small("cifar10", tmp_path / "raw", tmp_path / "root")
+    runs = tmp_path / "runs"
+    assert cli.main(["relu-vs-tanh", "--data", str(root), "--runs", str(runs), "--quiet",
+                     "--lrs", "0.01,0.03", "--search-epochs", "1", "--epochs", "2",
+                     "train.steps_per_epoch=2", "optim.batch_size=8", "eval.batch_size=16",
+                     "data.workers=0", "train.log_every=1"]) == 0
+    exp = runs / "relu_vs_tanh"
+    text = (exp / "report" / "report.md").read_text()
+    manifest = json.loads((exp / "experiment.json").read_text())
+    for act in ("relu", "tanh"):
+        trials = {lr: _epoch_errors(exp / "search" / act / f"lr{lr:g}") for lr in (0.01, 0.03)}
+        assert manifest["chosen"][act] == relu_vs_tanh.pick_fastest(trials)[0]
+        errors = _epoch_errors(exp / act)
+        assert len(errors) == 2
+        row = _numbers(text, act + " | " + f"{manifest['chosen'][act]:g} | 2 |")
+        assert row[5] == f"{100 * errors[-1]:.2f}"
+        cfg = rundir.read_config(exp / act)
+        assert (cfg.model.arch, cfg.model.activation, cfg.optim.lr, cfg.optim.weight_decay) == \
+            ("cifar10_4layer", act, manifest["chosen"][act], 0.0)
+    assert "INFERENCE" in text and "6x" in text
+    assert ("not measurable" in text) or re.search(r"\d+\.\d\dx in epochs", text)
+
+
+def test_course_notes_end_to_end(tmp_path):
+    generated.write_fashion_mnist(tmp_path / "raw", train=24, test=12)
+    root = _prep_small("fashion-mnist", tmp_path / "raw", tmp_path / "root")
+    runs = tmp_path / "runs"
+    assert cli.main(["course-notes", "--data", str(root), "--runs", str(runs), "--quiet",
+                     *TINY, "model.input_size=99"]) == 0
+    result = json.loads((runs / "course_notes" / "run" / "result.json").read_text())
+    text = (runs / "course_notes" / "report" / "report.md").read_text()
+    ours = _numbers(text, "ours")
+    assert ours[2:4] == [f"{100 * (1 - result['center']['top1']):.2f}",
+                         f"{100 * result['center']['top1']:.2f}"]
+    assert "88" in _numbers(text, "the notes")[2]
+    cfg = rundir.read_config(runs / "course_notes" / "run")
+    assert (cfg.model.layout, cfg.model.in_channels, cfg.optim.rule) == ("one_tower", 1, "torch_sgd")

@@ -1,0 +1,434 @@
+"""§2 ImageNet preparation end to end on tiny generated inputs in the real layouts."""
+import importlib.util
+import io
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tarfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_prep import stats
+from data_prep.__main__ import main
+from data_prep.imagenet import InputError, discover
+from data_prep.resize import resize_center_crop, target_size
+from data_prep.shards import PreparedSplit
+from data_prep.verify import digest_tree, verify
+
+WNIDS = ["n01440764", "n01443537", "n02102040"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def jpeg(seed, size=None):
+    rng = np.random.default_rng(seed)
+    w, h = size or (int(rng.integers(40, 90)), int(rng.integers(40, 90)))
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def dataset(n_train=4, n_val=2):
+    """{split: {wnid: {file name: bytes}}} with ILSVRC-style names."""
+    out = {"train": {}, "val": {}}
+    v = 0
+    for c, w in enumerate(WNIDS):
+        out["train"][w] = {f"{w}_{i}.JPEG": jpeg(100 * c + i) for i in range(n_train)}
+        out["val"][w] = {}
+        for _ in range(n_val):
+            v += 1
+            out["val"][w][f"ILSVRC2012_val_{v:08d}.JPEG"] = jpeg(10_000 + v)
+    return out
+
+
+def write_folders(root, data):
+    for split, classes in data.items():
+        for w, files in classes.items():
+            os.makedirs(root / split / w, exist_ok=True)
+            for name, b in files.items():
+                (root / split / w / name).write_bytes(b)
+
+
+def add(tar, name, data, **kw):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for k, v in kw.items():
+        setattr(info, k, v)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def tar_bytes(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in members:
+            add(t, name, data)
+    return buf.getvalue()
+
+
+def val_truth(data):
+    return sorted((n, w) for w, files in data["val"].items() for n in files)
+
+
+def write_official(root, data, year=2012):
+    os.makedirs(root, exist_ok=True)
+    train = "ILSVRC2012_img_train.tar" if year == 2012 else "ILSVRC2010_images_train.tar"
+    with tarfile.open(root / train, "w") as outer:
+        for w, files in data["train"].items():
+            add(outer, f"{w}.tar", tar_bytes(sorted(files.items())))
+    val = sorted((n, b) for files in data["val"].values() for n, b in files.items())
+    (root / "ILSVRC2012_img_val.tar").write_bytes(tar_bytes(val))
+    ids = {w: i + 1 for i, w in enumerate(reversed(WNIDS))}  # ILSVRC IDs are NOT sorted wnids
+    truth = "".join(f"{ids[w]}\n" for _, w in val_truth(data)).encode()
+    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as dk:
+        add(dk, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", truth)
+    return ids
+
+
+def prep(args):
+    return main(["imagenet", "--chunk-size", "2", "--workers", "1"] + [str(a) for a in args])
+
+
+# --- §2 geometry ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("w,h,want", [(257, 300, (256, 299)), (300, 257, (299, 256)),
+                                      (256, 256, (256, 256)), (10, 400, (256, 10240)),
+                                      (500, 375, (341, 256))])
+def test_shorter_side_becomes_256_then_central_crop(w, h, want):
+    assert target_size(w, h) == want  # round(256 / short · long), as in Alex's pyext.cpp
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    assert resize_center_crop(img).size == (256, 256)
+
+
+def test_crop_is_central_without_resampling_at_scale_one():
+    a = np.random.default_rng(1).integers(0, 256, (300, 256, 3), dtype=np.uint8)
+    out = np.asarray(resize_center_crop(Image.fromarray(a)))
+    assert np.array_equal(out, a[22:278])  # (300 - 256) // 2 = 22
+
+
+def test_halving_is_the_area_average():
+    a = np.random.default_rng(2).integers(0, 256, (512, 600, 3), dtype=np.uint8)
+    out = np.asarray(resize_center_crop(Image.fromarray(a)), np.float64)
+    area = a.reshape(256, 2, 300, 2, 3).astype(np.float64).mean(axis=(1, 3))  # INTER_AREA
+    assert np.abs(out - area[:, 22:278]).max() <= 1.0
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+def test_stats_match_numpy_on_the_same_pixels():
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(5)]
+    acc = stats.empty((8, 8, 3))
+    for im in images[:2]:
+        stats.accumulate(acc, im)
+    acc2 = stats.empty((8, 8, 3))
+    for im in images[2:]:
+        stats.accumulate(acc2, im)
+    s = stats.finalize(stats.combine([acc, acc2]))
+    stack = np.stack(images).astype(np.float64)
+    np.testing.assert_allclose(s["mean"], stack.mean(axis=0), rtol=0, atol=1e-12)
+    cov = np.cov(stack.reshape(-1, 3).T, bias=True)
+    np.testing.assert_allclose(s["cov"], cov, rtol=1e-12)
+    np.testing.assert_allclose(s["cov"] @ s["eigvec"], s["eigvec"] * s["eigval"], atol=1e-9)
+    assert np.all(np.diff(s["eigval"]) >= 0)
+
+
+def test_reference_stats_load_and_compare_to_themselves():
+    ref = stats.load_reference()
+    np.testing.assert_allclose(ref["mean"].mean(axis=(0, 1)), [127.30, 119.72, 104.91], atol=0.01)
+    cmp = stats.compare(ref, ref)
+    np.testing.assert_allclose(cmp["pca_stdevs"], [19.72, 37.09, 121.78], atol=0.01)
+    assert cmp["mean_image_rms_difference"] == 0 and np.allclose(cmp["eigvec_abs_cosine"], 1)
+
+
+# --- layouts -----------------------------------------------------------------------------------
+
+def check_prepared(out, data):
+    assert all(p == [] for p in verify(out, decode=True).values())
+    train = PreparedSplit(out / "train")
+    assert [w for w, _ in train.classes] == WNIDS  # class index = sorted wnid order
+    want = [(w, n) for w in WNIDS for n in sorted(data["train"][w])]
+    assert [(WNIDS[lab], str(n)) for lab, n in zip(train.labels, train.names)] == want
+    val = PreparedSplit(out / "val")
+    assert [(str(n), WNIDS[lab]) for n, lab in zip(val.names, val.labels)] == val_truth(data)
+    # each stored image is the §2 resize/crop of its source, JPEG-encoded once
+    src = Image.open(io.BytesIO(data["train"][WNIDS[1]][str(train.names[5])])).convert("RGB")
+    want_px = np.asarray(resize_center_crop(src), np.float64)
+    assert np.abs(train.image(5).astype(np.float64) - want_px).mean() < 6
+    s = stats.load(out)
+    pixels = np.stack([train.image(i) for i in range(len(train))]).astype(np.float64)
+    np.testing.assert_allclose(s["mean"], pixels.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(s["cov"], np.cov(pixels.reshape(-1, 3).T, bias=True), rtol=1e-9)
+    return train
+
+
+def test_class_folders(tmp_path):
+    data = dataset()
+    write_folders(tmp_path / "raw", data)
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out"]) == 0
+    check_prepared(tmp_path / "out", data)
+
+
+def test_official_tars_with_devkit_and_val_labels_fallback(tmp_path, capsys):
+    data = dataset()
+    write_official(tmp_path / "raw", data)
+    labels = tmp_path / "val.txt"
+    labels.write_text("".join(f"{n} {w}\n" for n, w in val_truth(data)))
+    # this devkit has no meta.mat: the error says what to do
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "x"]) == 1
+    err = capsys.readouterr().err
+    assert "data/meta.mat" in err and "--val-labels" in err
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out",
+                 "--val-labels", labels]) == 0
+    check_prepared(tmp_path / "out", data)
+    # the same images from folders give the same shard bytes
+    write_folders(tmp_path / "folders", data)
+    assert prep(["--input", tmp_path / "folders", "--out", tmp_path / "out2"]) == 0
+    for split in ("train", "val"):
+        a = PreparedSplit(tmp_path / "out" / split).manifest["shards"]
+        b = PreparedSplit(tmp_path / "out2" / split).manifest["shards"]
+        assert a == b
+
+
+def mat_element(kind, data):
+    return struct.pack("<II", kind, len(data)) + data + b"\0" * (-len(data) % 8)
+
+
+def mat_matrix(cls, dims, body, name=b""):
+    head = (mat_element(6, struct.pack("<II", cls, 0)) + mat_element(5, struct.pack(
+        f"<{len(dims)}i", *dims)) + mat_element(1, name))
+    return mat_element(14, head + body)
+
+
+def meta_mat(synsets, compress):
+    """A level-5 MAT-file with the devkit's `synsets` struct array, written from the spec."""
+    fields = [b"ILSVRC2012_ID", b"WNID", b"words"]
+    body = mat_element(5, struct.pack("<i", 32)) + mat_element(1, b"".join(
+        f.ljust(32, b"\0") for f in fields))
+    for ident, wnid, words in synsets:
+        body += mat_matrix(6, (1, 1), mat_element(9, struct.pack("<d", ident)))
+        for text in (wnid, words):
+            body += mat_matrix(4, (1, len(text)), mat_element(4, text.encode("utf-16-le")))
+    var = mat_matrix(2, (len(synsets), 1), body, b"synsets")
+    if compress:
+        var = struct.pack("<II", 15, len(z := zlib.compress(var))) + z
+    return b"MATLAB 5.0 MAT-file".ljust(116) + b"\0" * 8 + struct.pack("<H", 0x100) + b"IM" + var
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_devkit_meta_mat_read_without_scipy(tmp_path, compress):
+    data = dataset()
+    ids = write_official(tmp_path / "raw", data)
+    synsets = [(i, w, f"words of {w}") for w, i in ids.items()] + [(1001, "n00001740", "entity")]
+    mat = meta_mat(synsets, compress)
+    if importlib.util.find_spec("scipy"):  # a second reader, where it is installed
+        import scipy.io
+        s = scipy.io.loadmat(io.BytesIO(mat), squeeze_me=True, struct_as_record=False)["synsets"]
+        assert [(int(x.ILSVRC2012_ID), x.WNID) for x in s] == [t[:2] for t in synsets]
+    dk = tmp_path / "raw" / "ILSVRC2012_devkit_t12.tar.gz"
+    with tarfile.open(dk) as t:
+        truth = t.extractfile(
+            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt").read()
+    with tarfile.open(dk, "w:gz") as t:
+        add(t, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", truth)
+        add(t, "ILSVRC2012_devkit_t12/data/meta.mat", mat)
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out"]) == 0
+    train = check_prepared(tmp_path / "out", data)
+    assert train.classes[0] == (WNIDS[0], f"words of {WNIDS[0]}")
+
+
+@pytest.mark.parametrize("style", ["pairs", "wnid_per_line"])
+def test_flat_val_folder_with_labels_file(tmp_path, style):
+    data = dataset()
+    write_folders(tmp_path / "raw", {"train": data["train"]})
+    os.makedirs(tmp_path / "raw" / "val")
+    for name, w in val_truth(data):
+        (tmp_path / "raw" / "val" / name).write_bytes(data["val"][w][name])
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"{n} {w}\n" if style == "pairs" else f"{w}\n"
+                              for n, w in val_truth(data)))
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out"]) == 1  # no labels
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out",
+                 "--val-labels", labels]) == 0
+    check_prepared(tmp_path / "out", data)
+
+
+def test_no_known_layout_names_what_was_expected(tmp_path):
+    with pytest.raises(InputError, match="(?s)ILSVRC2012_img_train.tar.*ILSVRC2010_images_train"):
+        discover(str(tmp_path))
+
+
+def test_malicious_tar_members_are_skipped_and_reported(tmp_path, capsys):
+    data = dataset(n_val=1)
+    raw = tmp_path / "in" / "raw"
+    os.makedirs(raw)
+    evil_inner = tarfile.open(fileobj=(buf := io.BytesIO()), mode="w")
+    add(evil_inner, "../../escape.JPEG", jpeg(1))
+    add(evil_inner, "/etc/abs.JPEG", jpeg(2))
+    add(evil_inner, "link.JPEG", b"", type=tarfile.SYMTYPE, linkname="/etc/passwd")
+    add(evil_inner, "dev.JPEG", b"", type=tarfile.CHRTYPE)
+    for name, b in data["train"][WNIDS[0]].items():
+        add(evil_inner, name, b)
+    evil_inner.close()
+    with tarfile.open(raw / "ILSVRC2012_img_train.tar", "w") as outer:
+        add(outer, f"{WNIDS[0]}.tar", buf.getvalue())
+        for w in WNIDS[1:]:
+            add(outer, f"{w}.tar", tar_bytes(sorted(data["train"][w].items())))
+        add(outer, "../n09999999.tar", tar_bytes([("x.JPEG", jpeg(3))]))
+        add(outer, "hardlink.tar", b"", type=tarfile.LNKTYPE, linkname="n01440764.tar")
+    val = sorted((n, b) for files in data["val"].values() for n, b in files.items())
+    (raw / "ILSVRC2012_img_val.tar").write_bytes(tar_bytes(val + [("../../v.JPEG", jpeg(4))]))
+    labels = tmp_path / "in" / "val.txt"
+    labels.write_text("".join(f"{n} {w}\n" for n, w in val_truth(data)))
+    before = sorted(os.listdir(tmp_path))
+    args = ["--input", raw, "--out", tmp_path / "out", "--val-labels", labels]
+    assert prep(args) == 1  # default budget 0: the skipped members are listed
+    assert "escape.JPEG: skipped" in capsys.readouterr().err
+    assert prep(args + ["--max-failures", "6"]) == 0
+    assert sorted(os.listdir(tmp_path)) == sorted(before + ["out"])
+    assert not (tmp_path / "escape.JPEG").exists() and not os.path.exists("/etc/abs.JPEG")
+    train = PreparedSplit(tmp_path / "out" / "train")
+    reasons = {a["name"]: a["reason"] for a in train.manifest["anomalies"]}
+    assert set(reasons) == {f"{WNIDS[0]}.tar/../../escape.JPEG", f"{WNIDS[0]}.tar//etc/abs.JPEG",
+                            f"{WNIDS[0]}.tar/link.JPEG", f"{WNIDS[0]}.tar/dev.JPEG",
+                            "../n09999999.tar", "hardlink.tar"}
+    assert "link to '/etc/passwd'" in reasons[f"{WNIDS[0]}.tar/link.JPEG"]
+    assert len(train) == 4 * len(WNIDS) and [w for w, _ in train.classes] == WNIDS
+    assert PreparedSplit(tmp_path / "out" / "val").manifest["prep"]["counts"]["skipped"] == 1
+
+
+def test_bad_images_converted_or_rejected_and_budgeted(tmp_path, capsys):
+    data = dataset(n_val=1)
+    cls = data["train"][WNIDS[0]]
+    rgb = np.random.default_rng(5).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    for name, image, fmt in [("cmyk.JPEG", Image.fromarray(rgb).convert("CMYK"), "JPEG"),
+                             ("png.JPEG", Image.fromarray(rgb), "PNG"),
+                             ("gray.JPEG", Image.fromarray(rgb[..., 0]), "JPEG")]:
+        b = io.BytesIO()
+        image.save(b, fmt)
+        cls[name] = b.getvalue()
+    cls["empty.JPEG"] = b""
+    cls["text.JPEG"] = b"not an image"
+    write_folders(tmp_path / "raw", data)
+    args = ["--input", tmp_path / "raw", "--out", tmp_path / "out"]
+    assert prep(args) == 1
+    err = capsys.readouterr().err
+    assert "2 inputs could not be prepared" in err and "empty.JPEG: rejected: empty file" in err
+    assert prep(args + ["--max-failures", "2"]) == 0
+    train = PreparedSplit(tmp_path / "out" / "train")
+    kinds = {a["name"]: (a["kind"], a["reason"]) for a in train.manifest["anomalies"]}
+    assert kinds["cmyk.JPEG"] == ("converted", "CMYK -> RGB")
+    assert kinds["png.JPEG"] == ("converted", "format PNG named .JPEG")
+    assert kinds["gray.JPEG"] == ("converted", "grayscale (L) -> RGB")
+    assert kinds["empty.JPEG"][0] == kinds["text.JPEG"][0] == "rejected"
+    assert train.manifest["prep"]["counts"] == dict(images=15, converted=3, rejected=2, skipped=0)
+    assert len(train) == 15 and "empty.JPEG" not in set(train.names)
+
+
+# --- parallel, resumable, deterministic --------------------------------------------------------
+
+def test_one_and_two_workers_give_identical_bytes(tmp_path):
+    write_folders(tmp_path / "raw", dataset())
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "w1"]) == 0
+    assert main(["imagenet", "--input", str(tmp_path / "raw"), "--out", str(tmp_path / "w2"),
+                 "--chunk-size", "2", "--workers", "2"]) == 0
+    assert digest_tree(tmp_path / "w1") == digest_tree(tmp_path / "w2")
+
+
+def test_sigkill_then_rerun_gives_identical_bytes(tmp_path):
+    write_folders(tmp_path / "raw", dataset())
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "whole"]) == 0
+    cmd = [sys.executable, "-m", "data_prep", "imagenet", "--input", str(tmp_path / "raw"),
+           "--out", str(tmp_path / "killed"), "--chunk-size", "2", "--workers", "1"]
+    env = dict(os.environ, DATA_PREP_TEST_KILL_AFTER_CHUNKS="3", PYTHONPATH=REPO)
+    run = subprocess.run(cmd, env=env, capture_output=True, cwd=REPO)
+    assert run.returncode == -signal.SIGKILL
+    parts = tmp_path / "killed" / "train" / ".parts"
+    assert len([f for f in os.listdir(parts) if f.endswith(".npz")]) == 3
+    env.pop("DATA_PREP_TEST_KILL_AFTER_CHUNKS")
+    assert subprocess.run(cmd, env=env, capture_output=True, cwd=REPO).returncode == 0
+    assert digest_tree(tmp_path / "whole") == digest_tree(tmp_path / "killed")
+
+
+def test_full_disk_stops_with_a_clear_message_and_resumes(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from data_prep import pipeline
+    write_folders(tmp_path / "raw", dataset())
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "whole"]) == 0
+    real, calls = pipeline.write_atomic, []
+
+    def full_after_4(path, data):
+        calls.append(path)
+        if len(calls) > 4:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real(path, data)
+    monkeypatch.setattr(pipeline, "write_atomic", full_after_4)
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "full"]) == 1
+    assert "disk full" in capsys.readouterr().err
+    monkeypatch.setattr(pipeline, "write_atomic", real)
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "full"]) == 0
+    assert digest_tree(tmp_path / "whole") == digest_tree(tmp_path / "full")
+
+
+def test_ilsvrc_2010_official_names_with_test_split(tmp_path):
+    data = dataset(n_val=1)
+    raw = tmp_path / "raw"
+    os.makedirs(raw)
+    with tarfile.open(raw / "ILSVRC2010_images_train.tar", "w") as outer:
+        for w, files in data["train"].items():
+            add(outer, f"{w}.tar", tar_bytes(sorted(files.items())))
+    val = sorted((n, b) for files in data["val"].values() for n, b in files.items())
+    (raw / "ILSVRC2010_images_val.tar").write_bytes(tar_bytes(val))
+    test = [(n.replace("val", "test"), b) for n, b in val]
+    (raw / "ILSVRC2010_images_test.tar").write_bytes(tar_bytes(test))
+    (tmp_path / "v.txt").write_text("".join(f"{w}\n" for _, w in val_truth(data)))
+    (tmp_path / "t.txt").write_text("".join(f"{n.replace('val', 'test')} {w}\n"
+                                            for n, w in val_truth(data)))
+    assert prep(["--input", raw, "--out", tmp_path / "out", "--val-labels", tmp_path / "v.txt",
+                 "--test-labels", tmp_path / "t.txt"]) == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["test", "train", "val"]
+    assert all(p == [] for p in verify(tmp_path / "out").values())
+    t = PreparedSplit(tmp_path / "out" / "test")
+    assert t.manifest["prep"]["source"]["year"] == 2010
+    assert [WNIDS[lab] for lab in t.labels] == [w for _, w in val_truth(data)]
+
+
+def test_failure_during_the_merge_then_rerun_gives_identical_bytes(tmp_path, monkeypatch, capsys):
+    from data_prep import pipeline
+    write_folders(tmp_path / "raw", dataset())
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "whole"]) == 0
+    real_add, added = pipeline.ShardWriter.add, []
+
+    def crash_after_5(self, *a):
+        added.append(1)
+        if len(added) > 5:
+            raise OSError("injected failure in the middle of a shard")
+        real_add(self, *a)
+    monkeypatch.setattr(pipeline.ShardWriter, "add", crash_after_5)
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "x"]) == 1
+    assert not (tmp_path / "x" / "train" / "manifest.json").exists()
+    monkeypatch.setattr(pipeline.ShardWriter, "add", real_add)
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "x"]) == 0
+    assert digest_tree(tmp_path / "whole") == digest_tree(tmp_path / "x")
+    capsys.readouterr()
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "x"]) == 0  # nothing to do
+    assert "already complete" in capsys.readouterr().out
+    assert digest_tree(tmp_path / "whole") == digest_tree(tmp_path / "x")
+
+
+def test_stats_verb_compares_with_the_reference(tmp_path, capsys):
+    import json
+    write_folders(tmp_path / "raw", dataset(n_val=1))
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out"]) == 0
+    capsys.readouterr()
+    assert main(["stats", str(tmp_path / "out")]) == 0
+    cmp = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(cmp["reference_channel_mean"], [127.30, 119.72, 104.91], atol=0.01)
+    ours = stats.load(tmp_path / "out")
+    np.testing.assert_allclose(cmp["channel_mean"], ours["mean"].mean(axis=(0, 1)))
+    np.testing.assert_allclose(cmp["pca_stdevs"], np.sqrt(ours["eigval"]))
+    assert main(["stats", str(tmp_path / "raw")]) == 1  # no stats there: a clear error
