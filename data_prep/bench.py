@@ -1,8 +1,8 @@
 """`alexnet prep bench`: how fast §2 preparation runs, and what the stored JPEG quality costs.
 
-On generated ImageNet-like JPEGs (500×375, quality 90; 1/f-spectrum colour noise, whose JPEG
-sizes and frequency content are close to photographs'), it measures, each as the median of
-`--repeats` runs:
+On generated ImageNet-like JPEGs (500×375, quality 90; colour noise with the 1/f amplitude spectrum
+of photographs, whose file sizes come out close to ILSVRC's ~110 kB), it measures, each as the
+median of `--repeats` runs:
 - a plain PIL loop (open, RGB, resize shorter side 256, centre crop, encode q90) on one core;
   wall rates suffer from other load on the machine, CPU time per image much less: both are shown;
 - `pipeline.prepare_image` (the same plus the anomaly checks and the statistics pass) on one core;
@@ -98,8 +98,8 @@ def main(argv=None) -> int:
     files = [jpeg_bytes(a) for a in pixels]
     print(f"# prep bench: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, Pillow {PIL.__version__}, numpy {np.__version__}; "
-          f"{args.images} generated 500x375 q90 JPEGs (mean {np.mean([len(f) for f in files]) / 1e3:.0f} kB), "
-          f"median of {args.repeats}")
+          f"{args.images} generated 500x375 q90 JPEGs "
+          f"(mean {np.mean([len(f) for f in files]) / 1e3:.0f} kB), median of {args.repeats}")
     params = dict(size=256, quality=90, max_pixels=10**8, exif_transpose=False, stats=True,
                   shard_bytes=1 << 30)
     n = args.images

@@ -126,6 +126,11 @@ def plan_of(items, params: dict, chunk_size: int) -> dict:
     return dict(params=params, chunk_size=chunk_size, items=len(items), items_sha256=h.hexdigest())
 
 
+def output_plan(plan: dict) -> dict:
+    """What the output depends on (recorded in the manifest): not how the work was chunked."""
+    return {k: v for k, v in plan.items() if k != "chunk_size"}
+
+
 def disk_full(e: OSError, out_dir: str, done: int, total: int) -> PrepError:
     return PrepError(f"disk full while writing {out_dir} ({e}): free some space and re-run the "
                      f"same command; {done} of {total} chunks are finished and will be kept")
@@ -138,12 +143,11 @@ def run_chunks(out_dir: str, parts: str, chunks: list, params: dict, workers: in
     progress = Progress(total, label, done=total - sum(len(chunks[k]) for k in pending))
     kill_after = int(os.environ.get(KILL_ENV, "0"))
     jobs = [(parts, k, chunks[k], params) for k in pending]
-    done = len(chunks) - len(pending)
+    done, pool = len(chunks) - len(pending), None
     try:
         if workers <= 1:
             results = map(process_chunk, jobs)
-            pool = None
-        else:
+        else:  # spawn: workers start clean (no forked file descriptors or locks)
             pool = multiprocessing.get_context("spawn").Pool(workers)
             results = pool.imap_unordered(process_chunk, jobs)
         for finished, n in enumerate(results, 1):
@@ -158,6 +162,9 @@ def run_chunks(out_dir: str, parts: str, chunks: list, params: dict, workers: in
         if e.errno == errno.ENOSPC:
             raise disk_full(e, out_dir, done, len(chunks)) from e
         raise
+    finally:
+        if pool is not None:
+            pool.terminate()  # after an error or Ctrl-C: no orphan workers
 
 
 def prepare_split(out_dir: str, items: list, classes: list, params: dict, *, skipped=(),
@@ -169,7 +176,7 @@ def prepare_split(out_dir: str, items: list, classes: list, params: dict, *, ski
     plan = json.loads(json.dumps(plan_of(items, params, chunk_size)))  # as it reads back
     if os.path.exists(os.path.join(out_dir, MANIFEST)) and not os.path.isdir(parts):
         manifest = read_manifest(out_dir)
-        if manifest["prep"].get("plan") == plan:
+        if manifest["prep"].get("plan") == output_plan(plan):
             print(f"{label}: {out_dir} is already complete ({manifest['count']} images)")
             return manifest
         raise PrepError(f"{out_dir} already holds a prepared split made from other inputs or "
@@ -226,7 +233,7 @@ def merge(out_dir, parts, n_chunks, classes, params, plan, skipped, max_failures
         if params["stats"]:
             stats.save(out_dir, acc)
             extra = [STATS]
-        prep = dict(params, plan=plan, counts=counts, source=source)
+        prep = dict(params, plan=output_plan(plan), counts=counts, source=source)
         manifest = writer.finish(prep, anomalies, extra)
     except OSError as e:
         writer.abort()

@@ -38,7 +38,7 @@ INDEX = "index.npz"
 CLASSES = "classes.tsv"
 STATS = "stats.npz"
 ENCODINGS = ("jpeg", "raw")
-DEFAULT_SHARD_BYTES = 1 << 30  # "a few large files": ~32 shards for ILSVRC-2012 train at q90
+DEFAULT_SHARD_BYTES = 1 << 30  # "a few large files": ~50 for ILSVRC-2012 train at q90
 
 
 class FormatError(Exception):

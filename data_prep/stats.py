@@ -4,9 +4,9 @@
 - RGB covariance: 3×3 over every pixel of every train image (population covariance, ÷N), and its
   eigen-decomposition: eigval ascending (3,), eigvec (3, 3) with the eigenvectors as COLUMNS.
 
-Sums are kept as exact integers (int64: the per-pixel sum is at most 255·1.3e6 and the sum of
-squares at most 255²·8.4e10 ≈ 5.4e15 < 2^53 for ILSVRC-2012), so per-chunk partial sums combine
-to the same bits whatever the chunking or the number of workers; the division to float64 happens
+Sums are kept as exact integers (int64: a per-pixel sum is at most 255·1.3e6, a sum of channel
+products at most 255²·8.4e10 ≈ 5.4e15 for ILSVRC-2012), so per-chunk partial sums combine to the
+same bits whatever the chunking or the number of workers; the division to float64 happens
 once, at the end (the covariance numerator exactly, in Python integers). Eigenvector signs are
 arbitrary: each column is flipped so its largest-magnitude entry is positive. The lighting noise is
 symmetric, so the sign never matters; compare with a reference by |cosine|.

@@ -3,7 +3,8 @@ RAW ILSVRC-2012 layout, so every stage (prep, stats, training, ten-crop evaluati
 download.
 
 Each class is a (hue, pattern) pair: a textured ellipse (stripes, checkerboard, dots, rings or
-waves, at a class-specific angle) in a saturated class hue on a smooth, weakly coloured noisy background.
+waves, at a class-specific angle) in a saturated class hue, on a smooth, weakly coloured noisy
+background.
 Every hue is shared by two classes and every pattern by two classes, so neither colour nor shape
 alone separates them. Position, scale, period, angle, colours, background and image size (180-500
 px per side, portrait and landscape) vary per image; the texture period is a fraction of the image,
@@ -12,8 +13,8 @@ so a horizontal flip never turns one class into another.
 
 Layouts: `folders` = train/<wnid>/<wnid>_<k>.JPEG and val/<wnid>/ILSVRC2012_val_<8 digits>.JPEG;
 `tars` = the official ILSVRC2012_img_train.tar (a tar of <wnid>.tar), ILSVRC2012_img_val.tar (flat)
-and ILSVRC2012_devkit_t12.tar.gz (data/ILSVRC2012_validation_ground_truth.txt, data/meta.mat).
-Both layouts also get a devkit; the folders layout gets it as an extracted folder. Output is
+and ILSVRC2012_devkit_t12.tar.gz (data/ILSVRC2012_validation_ground_truth.txt, data/meta.mat);
+the folders layout gets the class names as synset_words.txt ("wnid words" lines). Output is
 byte-identical for a given seed: each image has its own generator seeded by (seed, split, class,
 index), and tar/gzip headers carry fixed times and owners.
 """
@@ -275,9 +276,8 @@ def generate(out: str | Path, classes: int = 10, train_per_class: int = 160,
             folder = out / "val" / wnid(c)
             folder.mkdir(parents=True, exist_ok=True)
             (folder / _val_name(i)).write_bytes(one("val", c, k))
-        for name, data in devkit.items():
-            (out / DEVKIT / name).parent.mkdir(parents=True, exist_ok=True)
-            (out / DEVKIT / name).write_bytes(data)
+        names = "".join(f"{wnid(c)} {class_design(c, classes)['name']}\n" for c in range(classes))
+        (out / "synset_words.txt").write_text(names)  # class names, read by data_prep.imagenet
     else:
         with tarfile.open(out / "ILSVRC2012_img_train.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
             for c in range(classes):

@@ -12,11 +12,14 @@ from pathlib import Path
 from paper_alexnet import config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# configs/ files that are not experiment recipes: demo.yaml (paper_alexnet/demo.py) also holds
+# the synthetic dataset's size, which is not a RunConfig section.
+NOT_RECIPES = ("demo",)
 
 
 def names() -> list[str]:
-    """Every recipe name (file stem), sorted."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    """Every experiment recipe name (file stem), sorted."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem not in NOT_RECIPES)
 
 
 def recipe_path(name: str) -> Path:

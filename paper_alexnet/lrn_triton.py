@@ -79,8 +79,9 @@ def _launch(kernel, tensors, x, size, coefficient, beta, k):
     # In memory order, channel c of element idx is (idx // stride(1)) % C in both formats.
     stride_c = x.stride(1) if x.shape[1] > 1 else 1
     grid = (triton.cdiv(x.numel(), BLOCK),)
-    kernel[grid](*tensors, x.numel(), x.shape[1], stride_c, coefficient, k,
-                 BETA=beta, BEFORE=size // 2, AFTER=(size - 1) // 2, BLOCK=BLOCK, num_warps=8)
+    with torch.cuda.device(x.device):   # Triton launches on the current device; towers may be on two
+        kernel[grid](*tensors, x.numel(), x.shape[1], stride_c, coefficient, k,
+                     BETA=beta, BEFORE=size // 2, AFTER=(size - 1) // 2, BLOCK=BLOCK, num_warps=8)
 
 
 def forward(x, size, coefficient, beta, k):

@@ -265,7 +265,7 @@ class AlexNet(nn.Module):
         return torch.cat([_move(t, device) for t in h], dim=1)
 
     def _cross(self, h: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Every tower gets every tower's activations: the only place tensors change device."""
+        """Every tower gets every tower's activations, on its own device (a crossing, §3.2)."""
         return [self._gather(h, tower.device) for tower in self.towers]
 
     def _layer(self, name: str, h: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -119,7 +119,7 @@ def render(cfg: ModelConfig, devices=None) -> str:
              f"devices (model.devices={list(spec)}): tower A on {dev_a}"
              + (f", tower B on {dev_b}" if towers == 2 else " (single tower)")
              + f", fc8 on {dev_a}", ""]
-    row = "  {:<6} {:<24} {:<32} {:<10} {:<22} {:>12} {:>13}"
+    row = "  {:<6} {:<25} {:<32} {:<10} {:<22} {:>12} {:>13}"
     header = row.format("layer", "kernel", "input", "output", "then", "params", "MACs")
     for tower, device in zip(["A", "B"][:towers], (dev_a, dev_b)):
         lines += [f"tower {tower} on {device}" + (" (single tower)" if towers == 1 else ""), header]

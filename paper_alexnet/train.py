@@ -148,6 +148,7 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
     world = distributed.current_world()
     run_dir = Path(run_dir)
     cfg, changes = resolve_run_config(cfg, run_dir)
+    distributed.barrier(world)        # every rank has read config.yaml before rank 0 rewrites it
     say = (lambda *a: None) if (quiet or not world.is_main) else (lambda *a: print(*a, flush=True))
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +219,8 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
         eta = (total_steps - global_step) * clock["train_time"] / done
         last.update(loss=means["loss"], error=means["top1"], lr=schedule.lr)
         if log:
-            log.log("train", global_step, epoch_now + 1, **last, images_per_s=rate,
+            log.log("train", global_step, epoch_now + 1, **last, images=means["count"],
+                    images_per_s=rate,
                     train_time_s=clock["train_time"])
         say(f"epoch {epoch_now + 1}/{cfg.train.epochs} step {global_step}/{total_steps} "
             f"loss {means['loss']:.4f} err {100 * means['top1']:.1f}% lr {schedule.lr:g} "

@@ -210,6 +210,12 @@ def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path):
     assert report.main([str(runs / "reproduce_paper")]) == 0
     assert (runs / "reproduce_paper" / "report" / "report.md").read_text() == before
 
+    # `alexnet report RUN RUN`: the plain report of runs, each matched to its recipe
+    assert report.main([*map(str, members), "--out", str(tmp_path / "plain")]) == 0
+    plain = (tmp_path / "plain" / "report.md").read_text()
+    assert _numbers(plain, "seed0 | no_lrn")[6] == f"{100 * var['ten_crop']['top1']:.2f}"
+    assert _numbers(plain, "seed0 | paper")[4] == f"{100 * base['center']['top1']:.2f}"
+
     # Figures 3 and 4 of the baseline
     assert cli.main(["figures", "--run-dir", str(members[0]), "--data", str(imagenet_root),
                      "--queries", "2", "--neighbours", "3"]) == 0
@@ -281,3 +287,23 @@ def test_course_notes_end_to_end(tmp_path):
     assert "88" in _numbers(text, "the notes")[2]
     cfg = rundir.read_config(runs / "course_notes" / "run")
     assert (cfg.model.layout, cfg.model.in_channels, cfg.optim.rule) == ("one_tower", 1, "torch_sgd")
+
+
+@pytest.mark.slow
+def test_relu_vs_tanh_on_alexnet_end_to_end(imagenet_root, tmp_path):
+    """--arch alexnet: the paper's net without regularisation, classes taken from the data."""
+    runs = tmp_path / "runs"
+    assert cli.main(["relu-vs-tanh", "--arch", "alexnet", "--data", str(imagenet_root), "--runs",
+                     str(runs), "--quiet", "--lrs", "0.01", "--search-epochs", "1", "--epochs",
+                     "1", "train.steps_per_epoch=2", "optim.batch_size=4", "eval.batch_size=8",
+                     "data.workers=0", "model.input_size=99"]) == 0
+    exp = runs / "relu_vs_tanh_alexnet"
+    text = (exp / "report" / "report.md").read_text()
+    for act in ("relu", "tanh"):
+        cfg = rundir.read_config(exp / act)
+        assert (cfg.model.arch, cfg.model.activation, cfg.model.num_classes) == \
+            ("alexnet", act, 4)
+        assert (cfg.model.dropout, cfg.optim.weight_decay, cfg.data.pca_std, cfg.data.flip) == \
+            (0.0, 0.0, 0.0, False)
+        row = _numbers(text, f"{act} | 0.01 | 1 |")
+        assert row[5] == f"{100 * _epoch_errors(exp / act)[-1]:.2f}"

@@ -1,0 +1,93 @@
+"""§5 training runs for days (DESIGN decision 6: a run directory is the unit of work): a preempted
+run stops at a step boundary with a checkpoint, and says so with its exit status.
+
+SIGTERM (what SLURM, Kubernetes, `docker stop` and torchrun send before killing) and SIGINT
+(Ctrl-C) only set a flag here (`StopRequest`). The training loop reads it after each step; when it
+is set, the loop finishes the step it is in, writes a checkpoint of that step, logs an "event"
+record {"event": "preempted"} and raises `Preempted`; `alexnet train` then exits with
+EXIT_PREEMPTED = 75 (EX_TEMPFAIL of sysexits.h: "a temporary failure; retry later"), so a job
+script can tell "preempted, resume me" (75) from "finished" (0), "failed" (1) and "bad command
+line" (2). Running the same command again resumes bit-identically (tests/test_faults_training.py).
+A second Ctrl-C stops at once (KeyboardInterrupt, no checkpoint: the previous one stays valid).
+
+Latency. One process: the flag is a host boolean, read after every step (free), so the run stops
+after the step in progress. Under torchrun/DDP every rank must stop after the SAME step (they save
+one checkpoint together), so the flags are all-reduced (MAX of one int) — but only at steps that
+already synchronise (log steps, checkpoint steps) and at the end of every epoch, to keep the step
+free of host syncs (DESIGN decision 5): the run stops within `train.log_every` steps of the
+signal. A signal that comes in the last step of an epoch, or during the epoch's evaluation, is
+acted on after that epoch's evaluation and checkpoint (so a step is never checkpointed twice).
+Keep `log_every` × step time well under the grace period of the scheduler (torchrun: 30 s between
+its SIGTERM and its SIGKILL; SLURM: `--signal` / KillWait).
+"""
+from __future__ import annotations
+
+import signal
+import threading
+
+import torch
+
+EXIT_PREEMPTED = 75   # sysexits.h EX_TEMPFAIL
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Preempted(Exception):
+    """Training stopped on a signal after writing the checkpoint of `global_step`."""
+
+    def __init__(self, signal_name: str, global_step: int):
+        super().__init__(f"stopped by {signal_name} after step {global_step}; the checkpoint of "
+                         f"step {global_step} is written: run the same command again to resume "
+                         f"(exit status {EXIT_PREEMPTED})")
+        self.signal_name, self.global_step = signal_name, global_step
+
+
+class StopRequest:
+    """SIGTERM/SIGINT handlers that only record the signal; `restore()` puts the old ones back.
+
+    Handlers can only be installed from the main thread; elsewhere (training started from a worker
+    thread) nothing is installed and `requested` stays False.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt   # a second Ctrl-C: the user wants out now
+        self.signum = signum          # no printing here: a handler may interrupt a print
+
+    def restore(self):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "a peer rank"
+
+    def agreed(self, world, at_sync_point: bool, device) -> bool:
+        """Whether every rank stops now. One process: the local flag, at every step. Distributed:
+        False except at sync points (the same steps on every rank), where the flags are
+        all-reduced so that all ranks agree. `device`: this rank's output device (NCCL needs
+        the rank's own GPU; gloo the CPU)."""
+        if not world.distributed:
+            return self.requested
+        if not at_sync_point:
+            return False
+        import torch.distributed as dist
+        from paper_alexnet.distributed import collective_device
+        flag = torch.tensor([int(self.requested)],
+                            device=collective_device(world, torch.device(device)))
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())

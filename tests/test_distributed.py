@@ -1,0 +1,60 @@
+"""distributed.py: two gloo processes under torchrun, each with half of every global batch, end with
+the same parameters as one process on the whole batches (DDP averages the two half-batch means =
+the mean over the global batch, §5); only rank 0 writes files."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from paper_alexnet import checkpoint, config, metrics
+from paper_alexnet.distributed import World, local_batch_size, replica_devices
+from paper_alexnet.train import train
+from test_train import SMALL_NET, data_root  # noqa: F401  (the tiny prepared dataset fixture)
+
+# The Figure-1 net has no dropout: with dropout the ranks would draw their own masks (seeded by
+# (seed, step, rank)), which no single process reproduces.
+SETTINGS = SMALL_NET + ["train.steps_per_epoch=3", "train.epochs=1", "train.log_every=1",
+                        "model.devices=[auto]"]
+
+
+def test_global_batch_is_split_evenly():
+    assert local_batch_size(128, World(0, 4)) == 32
+    with pytest.raises(ValueError, match="divisible"):
+        local_batch_size(128, World(0, 3))
+    assert replica_devices(World(), ("cpu",)) == ("cpu",)
+    with pytest.raises(ValueError, match="auto"):
+        replica_devices(World(1, 2), ("cuda:0", "cuda:1"))
+
+
+def test_two_gloo_processes_equal_one(data_root, tmp_path):  # noqa: F811
+    cfg = config.load(None, SETTINGS)
+    single = tmp_path / "single"
+    train(cfg, data_root, single, quiet=True)
+
+    run = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "paper_alexnet", "train", "--data", data_root, "--run-dir", str(run),
+           *[f"{s}" for s in SETTINGS]]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("{}\n")
+    cmd.insert(cmd.index("--data"), "--config")
+    cmd.insert(cmd.index("--config") + 1, str(recipe))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    _, a = checkpoint.load_latest(single)
+    _, b = checkpoint.load_latest(run)
+    assert a["global_step"] == b["global_step"] == 3
+    for k in a["model"]:
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-5, atol=1e-6)
+    assert a["config"] == b["config"]
+    # one metrics file, one log line per step (rank 0 only), the same losses to float tolerance
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["kind"] == "train"]
+    assert [r["images"] for r in train_records] == [8, 8, 8]      # 2 ranks x 4 = the global batch
+    single_losses = [r["loss"] for r in metrics.read_metrics(single, "train")]
+    assert [r["loss"] for r in train_records] == pytest.approx(single_losses, rel=1e-5)
