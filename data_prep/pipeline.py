@@ -174,11 +174,14 @@ def prepare_split(out_dir: str, items: list, classes: list, params: dict, *, ski
     out_dir = os.fspath(out_dir)
     parts = os.path.join(out_dir, PARTS)
     plan = json.loads(json.dumps(plan_of(items, params, chunk_size)))  # as it reads back
-    if os.path.exists(os.path.join(out_dir, MANIFEST)) and not os.path.isdir(parts):
+    if os.path.exists(os.path.join(out_dir, MANIFEST)):
         manifest = read_manifest(out_dir)
         if manifest["prep"].get("plan") == output_plan(plan):
+            if os.path.isdir(parts):  # killed while removing the parts after a complete merge
+                shutil.rmtree(parts)
             print(f"{label}: {out_dir} is already complete ({manifest['count']} images)")
             return manifest
+    if os.path.exists(os.path.join(out_dir, MANIFEST)) and not os.path.isdir(parts):
         raise PrepError(f"{out_dir} already holds a prepared split made from other inputs or "
                         f"options: choose another output directory or delete it")
     os.makedirs(parts, exist_ok=True)

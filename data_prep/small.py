@@ -29,8 +29,7 @@ import zlib
 
 import numpy as np
 
-from data_prep import stats
-from data_prep.shards import STATS, ShardWriter
+from data_prep.shards import write_split
 
 CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
 CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "val": ["test_batch"]}
@@ -226,22 +225,13 @@ def write_prepared(root: str, dataset: dict, source_name: str) -> dict:
     manifests = {}
     for split in ("train", "val"):
         images, labels, names = dataset[split]
-        out_dir = os.path.join(os.fspath(root), split)
-        writer = ShardWriter(out_dir, "raw", images.shape[1:], dataset["classes"])
-        acc = stats.empty(images.shape[1:]) if split == "train" else None
-        try:
-            for image, label, name in zip(images, labels, names):
-                writer.add(image, int(label), name)
-                if acc is not None:
-                    stats.accumulate(acc, image)
-            if acc is not None:
-                stats.save(out_dir, acc)
-        except BaseException:
-            writer.abort()
-            raise
         params = {"source": source_name, "input_sha256": dataset["source"],
                   "split": "official test set" if split == "val" else "official train set"}
-        manifests[split] = writer.finish(params, [], [STATS] if acc is not None else [])
+        manifests[split] = write_split(
+            os.path.join(os.fspath(root), split),
+            ((image, int(label), name) for image, label, name in zip(images, labels, names)),
+            encoding="raw", image_shape=images.shape[1:], classes=dataset["classes"],
+            prep_params=params, compute_stats=split == "train")
     return manifests
 
 

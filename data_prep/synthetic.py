@@ -4,12 +4,11 @@ download.
 
 Each class is a (hue, pattern) pair: a textured ellipse (stripes, checkerboard, dots, rings or
 waves, at a class-specific angle) in a saturated class hue, on a smooth, weakly coloured noisy
-background.
-Every hue is shared by two classes and every pattern by two classes, so neither colour nor shape
-alone separates them. Position, scale, period, angle, colours, background and image size (180-500
-px per side, portrait and landscape) vary per image; the texture period is a fraction of the image,
-so it survives the §2 short-side-256 resize and the §4.1 random 224 crops. Angles lie in [0°, 90°)
-so a horizontal flip never turns one class into another.
+background. Every hue is shared by two classes and every pattern by two classes, so neither colour
+nor shape alone separates them. Position, scale, period, angle, colours, background and image size
+(180-500 px per side, portrait and landscape) vary per image; the texture period is a fraction of
+the image, so it survives the §2 short-side-256 resize and the §4.1 random 224 crops. Angles lie in
+[0°, 90°) so a horizontal flip never turns one class into another.
 
 Layouts: `folders` = train/<wnid>/<wnid>_<k>.JPEG and val/<wnid>/ILSVRC2012_val_<8 digits>.JPEG;
 `tars` = the official ILSVRC2012_img_train.tar (a tar of <wnid>.tar), ILSVRC2012_img_val.tar (flat)
@@ -25,6 +24,7 @@ import colorsys
 import gzip
 import io
 import math
+import os
 import struct
 import sys
 import tarfile
@@ -62,11 +62,17 @@ def class_design(c: int, num_classes: int) -> dict:
     family, variant = pattern % len(FAMILIES), pattern // len(FAMILIES)
     hue = (hue_index / hues + 0.02) % 1.0
     angle = (20.0 + 37.0 * variant) % 90.0 if family != 3 else 0.0
-    name = f"{HUE_NAMES[int(hue * len(HUE_NAMES)) % len(HUE_NAMES)]} {FAMILIES[family]}"
+    # texture period as a fraction of the short side: the second half of the classes is coarse,
+    # so the two classes of a hue differ in scale as well as in pattern (a cue conv1 learns early)
+    coarse = c >= hues
+    scale = 1.0 + 0.15 * (variant % 3)
+    period = (scale / 5.5, scale / 4.0) if coarse else (scale / 11.0, scale / 7.5)
+    name = (f"{HUE_NAMES[int(hue * len(HUE_NAMES)) % len(HUE_NAMES)]} "
+            f"{'coarse' if coarse else 'fine'} {FAMILIES[family]}")
     if variant:
         name += f" {angle:.0f} deg"
     return {"hue": hue, "hue_step": 1.0 / hues, "family": family, "angle": angle,
-            "period_scale": 1.0 + 0.15 * (variant % 3), "name": name}
+            "period": period, "name": name}
 
 
 def _pattern(family: int, u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
@@ -114,7 +120,7 @@ def render(rng: np.random.Generator, design: dict, height: int, width: int) -> n
     theta = np.deg2rad(design["angle"] + rng.uniform(-8, 8))
     u = dx * np.cos(theta) + dy * np.sin(theta)
     v = -dx * np.sin(theta) + dy * np.cos(theta)
-    period = short * rng.uniform(1 / 10, 1 / 6) * design["period_scale"]
+    period = short * rng.uniform(*design["period"])
     texture = (_pattern(design["family"], u, v, period)[..., None] + 1.0) / 2.0
     hue = design["hue"] + rng.uniform(-0.2, 0.2) * design["hue_step"]
     light = _rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))
@@ -226,8 +232,9 @@ def devkit_files(seed: int, num_classes: int, val_per_class: int,
     """data/meta.mat (the `synsets` struct array, leaves first, then one parent synset, as in the
     real devkit) and data/ILSVRC2012_validation_ground_truth.txt (one ILSVRC2012_ID per line, in
     validation-file order; ID i is the i-th wnid in sorted order)."""
-    leaves = [{"ILSVRC2012_ID": c + 1, "WNID": wnid(c), "words": class_design(c, num_classes)["name"],
-               "gloss": "synthetic class: " + class_design(c, num_classes)["name"],
+    words = [class_design(c, num_classes)["name"] for c in range(num_classes)]
+    leaves = [{"ILSVRC2012_ID": c + 1, "WNID": wnid(c), "words": words[c],
+               "gloss": "synthetic class: " + words[c],
                "num_children": 0, "children": [], "wordnet_height": 0,
                "num_train_images": train_per_class} for c in range(num_classes)]
     parent = {"ILSVRC2012_ID": num_classes + 1, "WNID": "n00000000", "words": "synthetic entity",
@@ -243,73 +250,101 @@ def _val_name(i: int) -> str:
     return f"ILSVRC2012_val_{i + 1:08d}.JPEG"
 
 
+def _job(job: tuple) -> bytes:
+    return image_bytes(*job)
+
+
+def _encoded(jobs: list, workers: int, progress):
+    """Encoded images of `jobs` in order, from `workers` processes (each image depends only on
+    its job, so the bytes are the same for any number of workers)."""
+    pool = None
+    try:
+        if workers > 1:
+            import multiprocessing
+            method = "fork" if sys.platform == "linux" else "spawn"
+            pool = multiprocessing.get_context(method).Pool(workers)
+            results = pool.imap(_job, jobs, chunksize=8)
+        else:
+            results = map(_job, jobs)
+        for done, data in enumerate(results, 1):
+            if progress is not None:
+                progress(done, len(jobs))
+            yield data
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+
 def generate(out: str | Path, classes: int = 10, train_per_class: int = 160,
              val_per_class: int = 50, layout: str = "folders", seed: int = 0,
-             anomalies: bool = False, progress=None) -> dict:
-    """Write the dataset under `out`; returns a summary (counts, files, seconds)."""
+             anomalies: bool = False, workers: int = 1, progress=None) -> dict:
+    """Write the dataset under `out`; returns a summary (counts, anomalies, seconds)."""
     if classes < 2 or train_per_class < 1 or val_per_class < 1:
-        raise ValueError(f"synthetic dataset needs >= 2 classes and >= 1 image per class and split,"
-                         f" got classes={classes}, train={train_per_class}, val={val_per_class}")
+        raise ValueError(f"synthetic dataset needs >= 2 classes and >= 1 image per class and "
+                         f"split, got classes={classes}, train={train_per_class}, "
+                         f"val={val_per_class}")
     if layout not in ("folders", "tars"):
         raise ValueError(f"layout {layout!r} is not one of folders, tars")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = anomaly_plan(classes, train_per_class, val_per_class) if anomalies else {}
-    start, total, done = time.perf_counter(), classes * (train_per_class + val_per_class), 0
-
-    def one(split, c, k):
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-        return image_bytes(seed, split, c, k, classes, plan.get((split, c, k)))
-
-    devkit = devkit_files(seed, classes, val_per_class, train_per_class)
+    start = time.perf_counter()
     order = val_order(seed, classes, val_per_class)
+    jobs = [(seed, "train", c, k, classes, plan.get(("train", c, k)))
+            for c in range(classes) for k in range(train_per_class)]
+    jobs += [(seed, "val", c, k, classes, plan.get(("val", c, k))) for c, k in order]
+    images = _encoded(jobs, max(1, workers), progress)  # consumed below in exactly jobs' order
     if layout == "folders":
         for c in range(classes):
             folder = out / "train" / wnid(c)
             folder.mkdir(parents=True, exist_ok=True)
             for k in range(train_per_class):
-                (folder / f"{wnid(c)}_{k + 1}.JPEG").write_bytes(one("train", c, k))
+                (folder / f"{wnid(c)}_{k + 1}.JPEG").write_bytes(next(images))
         for i, (c, k) in enumerate(order):
             folder = out / "val" / wnid(c)
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / _val_name(i)).write_bytes(one("val", c, k))
+            (folder / _val_name(i)).write_bytes(next(images))
         names = "".join(f"{wnid(c)} {class_design(c, classes)['name']}\n" for c in range(classes))
         (out / "synset_words.txt").write_text(names)  # class names, read by data_prep.imagenet
     else:
-        with tarfile.open(out / "ILSVRC2012_img_train.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        ustar = tarfile.USTAR_FORMAT
+        with tarfile.open(out / "ILSVRC2012_img_train.tar", "w", format=ustar) as tar:
             for c in range(classes):
                 inner = io.BytesIO()
-                with tarfile.open(fileobj=inner, mode="w", format=tarfile.USTAR_FORMAT) as sub:
+                with tarfile.open(fileobj=inner, mode="w", format=ustar) as sub:
                     for k in range(train_per_class):
-                        _add(sub, f"{wnid(c)}_{k + 1}.JPEG", one("train", c, k))
+                        _add(sub, f"{wnid(c)}_{k + 1}.JPEG", next(images))
                 _add(tar, f"{wnid(c)}.tar", inner.getvalue())
-        with tarfile.open(out / "ILSVRC2012_img_val.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
-            for i, (c, k) in enumerate(order):
-                _add(tar, _val_name(i), one("val", c, k))
+        with tarfile.open(out / "ILSVRC2012_img_val.tar", "w", format=ustar) as tar:
+            for i in range(len(order)):
+                _add(tar, _val_name(i), next(images))
+        devkit = devkit_files(seed, classes, val_per_class, train_per_class)
         with open(out / f"{DEVKIT}.tar.gz", "wb") as raw, \
-                gzip.GzipFile(filename=f"{DEVKIT}.tar", mode="wb", fileobj=raw, mtime=TAR_MTIME) as gz, \
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                gzip.GzipFile(filename=f"{DEVKIT}.tar", mode="wb", fileobj=raw,
+                              mtime=TAR_MTIME) as gz, \
+                tarfile.open(fileobj=gz, mode="w", format=ustar) as tar:
             for name, data in devkit.items():
                 _add(tar, f"{DEVKIT}/{name}", data)
+    images.close()
     seconds = time.perf_counter() - start
     return {"root": str(out), "layout": layout, "classes": classes,
             "train": classes * train_per_class, "val": classes * val_per_class,
             "anomalies": {f"{s}/{wnid(c)}#{k}": a for (s, c, k), a in plan.items()},
-            "seconds": round(seconds, 2), "images_per_second": round(total / seconds, 1)}
+            "seconds": round(seconds, 2), "images_per_second": round(len(jobs) / seconds, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
     """`alexnet prep synthetic OUT [...]`."""
-    parser = argparse.ArgumentParser(prog="alexnet prep synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="alexnet prep synthetic",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="directory to write the raw dataset into")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--train-per-class", type=int, default=160)
     parser.add_argument("--val-per-class", type=int, default=50)
     parser.add_argument("--layout", choices=("folders", "tars"), default="folders")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="generating processes (the output does not depend on it)")
     parser.add_argument("--anomalies", action="store_true",
                         help="include a PNG named .JPEG, CMYK JPEGs and a grayscale JPEG, as in "
                              "the real ILSVRC-2012 (PAPER.md §1)")
@@ -324,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = generate(args.out, args.classes, args.train_per_class, args.val_per_class,
-                           args.layout, args.seed, args.anomalies, progress)
+                           args.layout, args.seed, args.anomalies, args.workers, progress)
     except ValueError as err:
         print(f"alexnet prep synthetic: {err}", file=sys.stderr)
         return 2

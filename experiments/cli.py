@@ -119,11 +119,15 @@ def regenerate(exp_dir: Path, manifest: dict, out: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from data_prep.shards import FormatError
+    from paper_alexnet.checkpoint import CheckpointError
     from paper_alexnet.config import ConfigError
+    from paper_alexnet.evaluate import EvaluationError
     args = parser().parse_args(argv)
     try:
         path = run(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, FormatError, CheckpointError,
+            EvaluationError) as err:
         print(f"alexnet experiment {args.command}: {err}", file=sys.stderr)
         return 1
     print(f"{'data' if args.command == 'generate' else 'report'}: {path}")

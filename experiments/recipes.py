@@ -74,15 +74,29 @@ SCALE_KEYS = ("train.", "optim.batch_size", "eval.batch_size", "data.workers", "
               "data.holdout", "model.devices", "model.lrn_impl")
 
 
+def _essential(diff: dict) -> dict:
+    return {k: v for k, v in diff.items() if not k.startswith(SCALE_KEYS)}
+
+
 def match_recipe(cfg) -> str | None:
     """The recipe whose changes from the paper equal the run's, scale keys ignored (None if none).
     "paper" and "ilsvrc2010" have the same config; "paper" is returned."""
-    def essential(diff):
-        return {k: v for k, v in diff.items() if not k.startswith(SCALE_KEYS)}
-    ours = essential(config_diff(cfg))
+    ours = _essential(config_diff(cfg))
     for name in names():
-        if name == "ilsvrc2010":
-            continue
-        if essential(config_diff(load_recipe(name))) == ours:
+        if name != "ilsvrc2010" and _essential(config_diff(load_recipe(name))) == ours:
             return name
     return None
+
+
+def describe(cfg) -> str:
+    """A run's variant in words: the recipe whose changes it contains (the most of them), plus
+    any further non-scale changes, e.g. "no_lrn + model.input_size=99"."""
+    ours = _essential(config_diff(cfg))
+    best, best_diff = "paper", {}
+    for name in names():
+        theirs = _essential(config_diff(load_recipe(name)))
+        if name != "ilsvrc2010" and len(theirs) > len(best_diff) and \
+                all(ours.get(k, object()) == v for k, v in theirs.items()):
+            best, best_diff = name, theirs
+    extra = [f"{k}={v}" for k, v in sorted(ours.items()) if k not in best_diff]
+    return " + ".join([best, *extra])

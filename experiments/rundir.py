@@ -5,8 +5,8 @@ Reads only what train.py and evaluate.py write: RUN/config.yaml, RUN/metrics.jso
 "train": step, loss, error (top-1, a fraction, over the steps since the previous record), lr,
 train_time_s (training time since the session started); "val": step, top1, top5 after each epoch;
 "lr": a drop) and RUN/result.json. Training records are given to epochs by their step (the
-validation records mark the ends of epochs), whatever the "epoch" field's convention. Errors stay fractions here;
-reports print percent.
+validation records mark the ends of epochs), whatever the "epoch" field's convention. Errors stay
+fractions here; reports print percent.
 """
 from __future__ import annotations
 

@@ -83,11 +83,14 @@ def _fsync_dir(folder: Path):
 def _write_small(path: Path, text: str):
     """Write a small sidecar file atomically (temporary name, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)   # only left over when something above raised (disk full)
 
 
 def _remove(path: Path):
@@ -124,6 +127,8 @@ def save(run_dir, state: dict, step: int, keep_last: int, milestone: bool = Fals
     _check_plain(state, "")
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(".ckpt-*.tmp"):   # of writers killed mid-save (one writer per run)
+        leftover.unlink(missing_ok=True)
     path = checkpoint_path(run_dir, step)
     tmp = folder / f".{path.name}.{os.getpid()}.tmp"
     try:

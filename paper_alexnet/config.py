@@ -142,6 +142,9 @@ class TrainConfig:
     checkpoint_every: int = _value(1000, "steps between checkpoints (also one per epoch)", 1)
     keep_last: int = _value(3, "newest checkpoints kept (plus epoch milestones)", 1)
     milestone_every: int = _value(10, "keep the checkpoint of every N-th epoch", 1)
+    not_learning_epochs: int = _value(5, "report 'not learning' when the training loss stays at "
+                                      "chance level, ln(classes), this many epochs in a row (not "
+                                      "in the paper; 0 = off; watchdog.py)", 0)
 
 
 @dataclass(frozen=True)

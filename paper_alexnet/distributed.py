@@ -11,7 +11,7 @@ because the shares are equal.
 Only rank 0 writes files (config, metrics, checkpoints, results); every rank reads the same newest
 checkpoint when a run resumes.
 
-Launch: `torchrun --nproc-per-node N -m paper_alexnet train …` (or `alexnet train` under torchrun).
+Launch: `torchrun --nproc-per-node N -m paper_alexnet train …` (or `alexnet train` under it).
 torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR/PORT; without them
 everything here is the single-process identity.
 """
@@ -53,11 +53,15 @@ def init_from_env(backend: str | None = None) -> World:
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    world = World(rank, world_size, local_rank, local_world)
     if not dist.is_initialized():
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            # NCCL collectives run on the current device: make it this rank's first GPU
+            torch.cuda.set_device(torch.device(replica_devices(world, ("auto",))[0]))
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return World(rank, world_size, local_rank, local_world)
+    return world
 
 
 def current_world() -> World:
@@ -98,7 +102,7 @@ def replica_devices(world: World, model_devices: tuple[str, ...]) -> tuple[str, 
 
 
 def local_batch_size(global_batch: int, world: World) -> int:
-    """§5's batch is global: each rank gets an equal share (an uneven split would bias the mean)."""
+    """§5's batch is global: each rank gets an equal share (an uneven split biases the mean)."""
     if global_batch % world.world_size:
         raise ValueError(f"optim.batch_size={global_batch} does not split evenly over "
                          f"{world.world_size} processes; choose a batch size divisible by the "
@@ -117,12 +121,14 @@ def wrap(model: torch.nn.Module, world: World) -> torch.nn.Module:
 def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
     """Sum over ranks, in place (a collective: call it at log steps, not every step)."""
     if world.distributed:
-        if dist.get_backend() == "nccl" or tensor.device.type == "cpu":
+        nccl = dist.get_backend() == "nccl"
+        if nccl == (tensor.device.type == "cuda"):
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        else:
-            host = tensor.cpu()
-            dist.all_reduce(host, op=dist.ReduceOp.SUM)
-            tensor.copy_(host)
+        else:   # NCCL reduces CUDA tensors only, gloo here CPU ones: a round trip
+            there = tensor.to(torch.device("cuda", torch.cuda.current_device()) if nccl
+                              else torch.device("cpu"))
+            dist.all_reduce(there, op=dist.ReduceOp.SUM)
+            tensor.copy_(there)
     return tensor
 
 

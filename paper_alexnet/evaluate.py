@@ -1,4 +1,4 @@
-"""§6, Tables 1–2: top-1 and top-5 error, on the centre crop and on ten crops, for one net or several.
+"""§6, Tables 1–2: top-1 and top-5 error, centre crop and ten crops, for one net or several.
 
 Ten crops (§4.1): the four corner 224 patches and the centre one of the 256 image, and their
 horizontal reflections; the SOFTMAX outputs over the ten are averaged. An ensemble ("5 CNNs",

@@ -74,7 +74,7 @@ class StopRequest:
 
     @property
     def signal_name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else "a peer rank"
+        return signal.Signals(self.signum).name if self.signum is not None else "a signal to another rank"
 
     def agreed(self, world, at_sync_point: bool, device) -> bool:
         """Whether every rank stops now. One process: the local flag, at every step. Distributed:

@@ -1,8 +1,9 @@
-"""§5: training. One flat loop: batch → forward → cross-entropy (batch mean) → backward → the §5 step.
+"""§5: training. One flat loop: batch → forward → cross-entropy (batch mean) → backward → §5 step.
 
 `alexnet train --config FILE [--data ROOT] [--run-dir DIR] [section.key=value …]` (`main`), or
-`train(cfg, data_root, run_dir)` from Python. A run directory is the unit of work (DESIGN 6): it holds
-config.yaml, metrics.jsonl, checkpoints/ and resumes by itself from its newest valid checkpoint.
+`train(cfg, data_root, run_dir)` from Python. A run directory is the unit of work (DESIGN 6): it
+holds config.yaml, metrics.jsonl, checkpoints/ and resumes by itself from its newest valid
+checkpoint.
 
 - After every epoch the network is evaluated on `schedule.signal_split` (centre crop) and the §5
   schedule sees that error (divide ε by 10 on a plateau, three times).
@@ -29,7 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from paper_alexnet import checkpoint, config, distributed, metrics, optim
+from paper_alexnet import (checkpoint, config, distributed, fault_hook, metrics, optim,
+                           preemption, watchdog)
 
 
 # Keys a resumed run may change (they do not change what is computed, only how long, how often it
@@ -37,7 +39,8 @@ from paper_alexnet import checkpoint, config, distributed, metrics, optim
 # extends a run. Any other difference from RUN/config.yaml is an error naming the keys.
 RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.checkpoint_every", "train.keep_last",
                      "train.milestone_every", "train.compile", "data.workers", "model.devices",
-                     "eval.batch_size", "eval.ten_crop")
+                     "eval.batch_size", "eval.ten_crop",
+                     "train.not_learning_epochs")
 
 
 def _flat(values: dict, prefix: str = "") -> dict:
@@ -70,9 +73,9 @@ def resolve_run_config(requested, run_dir) -> tuple[config.RunConfig, dict]:
     refused = {k: v for k, v in changes.items() if k not in RESUME_MAY_CHANGE}
     if refused:
         listed = "; ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in refused.items())
-        raise config.ConfigError(f"{saved_path} is the config of this run and the given one differs "
-                                 f"in {listed}. Resume with the run's own config (omit --config), "
-                                 f"or start a new --run-dir. Keys a resume may change: "
+        raise config.ConfigError(f"{saved_path} is the config of this run and the given one "
+                                 f"differs in {listed}. Resume with the run's own config (omit "
+                                 f"--config), or start a new --run-dir. Keys a resume may change: "
                                  f"{', '.join(RESUME_MAY_CHANGE)}")
     return requested, changes
 
@@ -101,6 +104,20 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def forward_backward(net, optimizer, images, labels, device: torch.device,
+                     dtype: torch.dtype | None):
+    """The step up to its gradients: forward under autocast, the §5 loss (batch-mean
+    cross-entropy, in float32), backward. No host sync. Shared by the loop below and `alexnet
+    bench` (experiments/bench.py), so the benchmark times exactly the training step; the loop
+    checks the loss and calls optimizer.step() after it. Returns (logits, loss)."""
+    with autocast(device, dtype):
+        logits = net(images)                          # (n, classes)
+    loss = F.cross_entropy(logits.float(), labels)    # §5: the batch MEAN
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return logits, loss
+
+
 def _check_finite(first_bad: torch.Tensor, world, where: str):
     """Raise NonFiniteLoss if any step since the start (on any rank) had a non-finite loss.
 
@@ -120,10 +137,11 @@ def _check_finite(first_bad: torch.Tensor, world, where: str):
         flag = torch.where(flag == 2 ** 62, torch.full_like(flag, -1), flag)
     bad = int(flag.item())   # SYNC POINT (see the docstring: CPU every step, GPU at log/save steps)
     if bad >= 0:
-        raise NonFiniteLoss(f"the training loss was NaN or infinite at step {bad + 1} (detected "
+        raise NonFiniteLoss(f"the training loss or a gradient was NaN or infinite at step "
+                            f"{bad + 1} (detected "
                             f"{where}); the run stopped before saving anything after it, so the "
-                            "newest checkpoint is the last good state. Lower optim.lr, or check the "
-                            "prepared data ('alexnet prep verify ROOT'), then resume.")
+                            "newest checkpoint is the last good state. Lower optim.lr, or check "
+                            "the prepared data ('alexnet prep verify ROOT'), then resume.")
 
 
 def evaluate_signal(model, data_lib, data_root, cfg, world, dtype) -> dict:
@@ -190,6 +208,8 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
     local_batch = distributed.local_batch_size(cfg.optim.batch_size, world)
     running = metrics.RunningMeans(model.output_device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=model.output_device)
+    # SIGTERM/SIGINT -> checkpoint and exit 75 (preemption.py); ALEXNET_FAULT: tests only
+    stop, fault = preemption.StopRequest().install(), fault_hook.from_env(world.rank)
     check_every_step = model.output_device.type == "cpu"
     # Throughput: wall clock between two log steps, each of which ends in a sync, so the window
     # holds exactly the training steps (evaluation and checkpoint writing fall outside windows).
@@ -208,6 +228,15 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
                          code_version=code_version)
             checkpoint.save(run_dir, state, global_step, cfg.train.keep_last, milestone)
         clock["window_start"] = time.perf_counter()
+
+    def stop_here(epoch_now: int, step_in_epoch: int, saved: bool):
+        """Preempted (preemption.py): checkpoint this step unless just done, log it, stop."""
+        if not saved:
+            save(epoch_now, step_in_epoch, milestone=False)
+        if log is not None:
+            log.log("event", global_step, epoch_now + (step_in_epoch > 0), event="preempted",
+                    signal=stop.signal_name)
+        raise preemption.Preempted(stop.signal_name, global_step)
 
     def log_train(epoch_now: int):
         means = running.flush(distributed=world.distributed)     # SYNC POINT: log steps only
@@ -237,12 +266,11 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
                 images = images.contiguous(memory_format=memory_format)
                 labels = labels.to(model.output_device, non_blocking=True)
                 torch.manual_seed(step_seed(cfg.train.seed, global_step, world.rank))
-                with autocast(model.input_device, dtype):
-                    logits = net(images)                          # (n, classes)
-                loss = F.cross_entropy(logits.float(), labels)    # §5: the batch MEAN
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                finite = torch.isfinite(loss.detach())
+                logits, loss = forward_backward(net, optimizer, images, labels,
+                                                model.input_device, dtype)
+                fault_hook.inject(fault, global_step, loss, model)    # no-op unless testing
+                finite = torch.isfinite(loss.detach()) & watchdog.finite_grads(model,
+                                                                              loss.device)
                 first_bad = torch.where(finite | (first_bad >= 0), first_bad,
                                         torch.full_like(first_bad, global_step))
                 is_log = (global_step + 1) % cfg.train.log_every == 0 or step_in_epoch + 1 == steps
@@ -253,10 +281,13 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
                 top1, = metrics.topk_errors(logits.detach(), labels, ks=(1,))
                 running.update(labels.shape[0], loss=loss.detach() * labels.shape[0], top1=top1)
                 global_step += 1
-                if is_log or is_ckpt:          # every record of a step is logged before its checkpoint
+                if is_log or is_ckpt:      # every record of a step is logged before its checkpoint
                     log_train(epoch)
                 if is_ckpt and step_in_epoch + 1 < steps:
                     save(epoch, step_in_epoch + 1, milestone=False)
+                if step_in_epoch + 1 < steps and stop.agreed(world, is_log or is_ckpt,
+                                                             model.output_device):
+                    stop_here(epoch, step_in_epoch + 1, saved=is_ckpt)
                 if after_step is not None:
                     after_step(global_step)
             start_step = 0
@@ -271,8 +302,14 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
             say(f"epoch {epoch + 1}/{cfg.train.epochs}: {cfg.schedule.signal_split} (centre crop) "
                 f"top-1 error {100 * val['top1']:.2f}%, top-5 {100 * val['top5']:.2f}%"
                 + (f"; learning rate divided -> {schedule.lr:g}" if dropped else ""))
+            if log:
+                watchdog.report_not_learning(log, run_dir, cfg.model.num_classes,
+                                             cfg.train.not_learning_epochs, global_step, epoch + 1)
             save(epoch + 1, 0, milestone=(epoch + 1) % cfg.train.milestone_every == 0)
+            if epoch + 1 < cfg.train.epochs and stop.agreed(world, True, model.output_device):
+                stop_here(epoch + 1, 0, saved=True)
     finally:
+        stop.restore()
         if log is not None:
             log.close()
     distributed.barrier(world)
@@ -317,8 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     world = distributed.init_from_env()
     try:
         result = train(cfg, args.data, run_dir)
+    except preemption.Preempted as err:
+        if world.is_main:
+            print(f"alexnet train: {err}", file=sys.stderr)
+        return preemption.EXIT_PREEMPTED
     except (config.ConfigError, NonFiniteLoss, checkpoint.CheckpointError) as err:
         print(f"alexnet train: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:   # e.g. a full disk: checkpoints are atomic, the newest one is intact
+        print(f"alexnet train: {err}; the newest checkpoint in {run_dir} is intact: fix this "
+              "(free disk space) and run the same command to resume", file=sys.stderr)
         return 1
     finally:
         distributed.shutdown(world)

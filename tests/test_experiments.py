@@ -37,6 +37,8 @@ def test_ablation_recipes_change_exactly_one_thing():
     for name, diff in expected.items():
         assert recipes.config_diff(recipes.load_recipe(name)) == diff, name
         assert recipes.match_recipe(recipes.load_recipe(name, TINY)) == name
+        assert recipes.describe(recipes.load_recipe(name, [*TINY, "model.init=caffe"])) == \
+            f"{name} + model.init=caffe"
     assert recipes.config_diff(recipes.load_recipe("paper")) == {}
     assert set(paper_numbers.DEFAULT_ABLATIONS) <= set(recipes.names())
 
@@ -213,8 +215,10 @@ def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path):
     # `alexnet report RUN RUN`: the plain report of runs, each matched to its recipe
     assert report.main([*map(str, members), "--out", str(tmp_path / "plain")]) == 0
     plain = (tmp_path / "plain" / "report.md").read_text()
-    assert _numbers(plain, "seed0 | no_lrn")[6] == f"{100 * var['ten_crop']['top1']:.2f}"
-    assert _numbers(plain, "seed0 | paper")[4] == f"{100 * base['center']['top1']:.2f}"
+    row = _numbers(plain, "seed0 | no_lrn + model.input_size=99")
+    assert row[6] == f"{100 * var['ten_crop']['top1']:.2f}"
+    row = _numbers(plain, "seed0 | paper + model.input_size=99")
+    assert row[4] == f"{100 * base['center']['top1']:.2f}"
 
     # Figures 3 and 4 of the baseline
     assert cli.main(["figures", "--run-dir", str(members[0]), "--data", str(imagenet_root),

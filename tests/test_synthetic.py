@@ -1,4 +1,4 @@
-"""PAPER.md §1: the synthetic ImageNet-shaped dataset, in both raw layouts, through the real prep."""
+"""PAPER.md §1: the synthetic ImageNet-shaped dataset, both raw layouts, through the real prep."""
 import colorsys
 import gzip
 import io
@@ -18,7 +18,8 @@ SMALL = dict(classes=3, train_per_class=4, val_per_class=2)
 
 
 def tree(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def members(data: bytes) -> dict:
@@ -28,31 +29,34 @@ def members(data: bytes) -> dict:
 
 @pytest.mark.parametrize("layout", ["folders", "tars"])
 def test_deterministic_byte_identical(tmp_path, layout):
-    a = synthetic.generate(tmp_path / "a", layout=layout, seed=5, anomalies=True, **SMALL)
-    synthetic.generate(tmp_path / "b", layout=layout, seed=5, anomalies=True, **SMALL)
-    synthetic.generate(tmp_path / "c", layout=layout, seed=6, anomalies=True, **SMALL)
+    tiny = dict(classes=2, train_per_class=3, val_per_class=1, layout=layout, anomalies=True)
+    a = synthetic.generate(tmp_path / "a", seed=5, **tiny)
+    synthetic.generate(tmp_path / "b", seed=5, workers=2, **tiny)  # any number of processes
+    synthetic.generate(tmp_path / "c", seed=6, **tiny)
     ta, tb, tc = tree(tmp_path / "a"), tree(tmp_path / "b"), tree(tmp_path / "c")
     assert ta == tb
-    assert ta.keys() == tc.keys() and ta != tc
-    assert a["train"] == 12 and a["val"] == 6
+    train = sorted(k for k in ta if k.startswith("train") or k.endswith("_train.tar"))
+    assert train and all(k in tc for k in train)
+    assert all(ta[k] != tc[k] for k in train)  # another seed, other images
+    assert a["train"] == 6 and a["val"] == 2
 
 
 def test_folders_layout_counts_names_and_sizes(tmp_path):
-    synthetic.generate(tmp_path, classes=4, train_per_class=6, val_per_class=3, seed=1)
-    wnids = ["n00000001", "n00000002", "n00000003", "n00000004"]
+    synthetic.generate(tmp_path, classes=3, train_per_class=5, val_per_class=2, seed=1)
+    wnids = ["n00000001", "n00000002", "n00000003"]
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == wnids
     sizes, val_names = [], []
     for w in wnids:
         train = sorted((tmp_path / "train" / w).iterdir())
-        assert [p.name for p in train] == sorted(f"{w}_{k}.JPEG" for k in range(1, 7))
+        assert [p.name for p in train] == sorted(f"{w}_{k}.JPEG" for k in range(1, 6))
         val = sorted((tmp_path / "val" / w).iterdir())
-        assert len(val) == 3
+        assert len(val) == 2
         val_names += [p.name for p in val]
         for p in train + val:
             with Image.open(p) as im:
                 assert im.format == "JPEG" and im.mode == "RGB"
                 sizes.append(im.size)
-    assert sorted(val_names) == [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, 13)]
+    assert sorted(val_names) == [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, 7)]
     w, h = np.array(sizes).T
     assert w.min() >= 180 and h.min() >= 180 and w.max() <= 500 and h.max() <= 500
     assert (w > h).any() and (h > w).any() and len(set(sizes)) > len(sizes) // 2
@@ -87,7 +91,7 @@ def test_tars_layout_is_the_official_one(tmp_path):
 
 
 def test_mat_writer_bytes_follow_the_format():
-    """A 1x1 struct with one double field, byte for byte as the MAT-file level 5 spec lays it out."""
+    """A 1x1 struct, one double field, byte for byte as the MAT-file level 5 spec lays it out."""
     data = synthetic.mat_struct_array("s", [{"a": 2.5}])
     assert data[:10] == b"MATLAB 5.0" and data[124:128] == b"\x00\x01IM" and len(data) % 8 == 0
     def el(kind, payload):
@@ -116,12 +120,12 @@ def test_each_class_carries_its_hue():
     hits = total = 0
     for c in range(10):
         want = synthetic.class_design(c, 10)["hue"]
-        for k in range(3):
+        for k in range(2):
             rng = np.random.default_rng([0, 0, c, k])
             h, w = (int(x) for x in rng.integers(180, 501, size=2))
             img = synthetic.render(rng, synthetic.class_design(c, 10), h, w).astype(float) / 255
             centre = img[h // 2 - 20:h // 2 + 20, w // 2 - 20:w // 2 + 20].reshape(-1, 3)
-            hsv = np.array([colorsys.rgb_to_hsv(*px) for px in centre])
+            hsv = np.array([colorsys.rgb_to_hsv(*px) for px in centre[::4]])
             sat = hsv[hsv[:, 1] > 0.45]
             hue = np.angle(np.exp(2j * np.pi * sat[:, 0]).mean()) / (2 * np.pi) % 1.0
             dist = min(abs(hue - want), 1 - abs(hue - want))
@@ -133,7 +137,7 @@ def test_each_class_carries_its_hue():
 def test_designs_are_distinct_and_flip_safe():
     for n in (2, 3, 10, 25):
         designs = [synthetic.class_design(c, n) for c in range(n)]
-        keys = {(round(d["hue"], 6), d["family"], d["angle"], d["period_scale"]) for d in designs}
+        keys = {(round(d["hue"], 6), d["family"], d["angle"], d["period"]) for d in designs}
         assert len(keys) == n
         assert all(0 <= d["angle"] < 90 for d in designs)
 

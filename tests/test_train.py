@@ -19,8 +19,8 @@ from paper_alexnet.train import NonFiniteLoss, main, resolve_run_config, train
 ALEXNET_64 = ["model.input_size=64", "model.num_classes=4", "optim.batch_size=8",
               "data.workers=0", "eval.batch_size=16", "eval.ten_crop=false"]
 # The Figure-1 net: a few thousand parameters, for the tests about files rather than numbers.
-SMALL_NET = ["model.arch=cifar10_4layer", "model.input_size=64", "model.num_classes=4", "optim.lr=1e-4",
-             "optim.batch_size=8", "data.workers=0", "eval.batch_size=16"]
+SMALL_NET = ["model.arch=cifar10_4layer", "model.input_size=64", "model.num_classes=4",
+             "optim.lr=1e-4", "optim.batch_size=8", "data.workers=0", "eval.batch_size=16"]
 
 
 def make_prepared(root, classes=4, train_per_class=16, val_per_class=4, side=72, seed=0):
@@ -60,26 +60,27 @@ class Kill(Exception):
 
 
 def test_kill_and_resume_is_bit_identical(data_root, tmp_path):
-    """Two epochs of 4 steps; the second run is killed at step 7 (its newest checkpoint is the one of
-    step 6, mid-epoch 2), then resumed: the losses and final weights equal the uninterrupted run."""
-    cfg = config.load(None, ALEXNET_64 + ["train.steps_per_epoch=4", "train.epochs=2",
-                                          "train.log_every=1", "train.checkpoint_every=6"])
+    """Two epochs of 3 steps; the second run is killed at step 5 (its newest checkpoint is the one
+    of step 4, mid-epoch 2), then resumed: its losses and final weights equal the uninterrupted
+    run's."""
+    cfg = config.load(None, ALEXNET_64 + ["train.steps_per_epoch=3", "train.epochs=2",
+                                          "train.log_every=1", "train.checkpoint_every=4"])
     whole = train(cfg, data_root, tmp_path / "whole", quiet=True)
 
-    def kill_at_7(step):
-        if step == 7:
+    def kill_at_5(step):
+        if step == 5:
             raise Kill
 
     with pytest.raises(Kill):
-        train(cfg, data_root, tmp_path / "killed", after_step=kill_at_7, quiet=True)
-    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "killed")] == [4, 6]
+        train(cfg, data_root, tmp_path / "killed", after_step=kill_at_5, quiet=True)
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "killed")] == [3, 4]
     resumed = train(cfg, data_root, tmp_path / "killed", quiet=True)
-    assert resumed["resumed_from"].endswith("ckpt-000000006.pt")
-    assert whole["global_step"] == resumed["global_step"] == 8
+    assert resumed["resumed_from"].endswith("ckpt-000000004.pt")
+    assert whole["global_step"] == resumed["global_step"] == 6
 
     a = metrics.read_metrics(tmp_path / "whole", "train")
     b = metrics.read_metrics(tmp_path / "killed", "train")
-    assert [r["step"] for r in a] == list(range(1, 9)) == [r["step"] for r in b]
+    assert [r["step"] for r in a] == list(range(1, 7)) == [r["step"] for r in b]
     assert [(r["loss"], r["error"]) for r in a] == [(r["loss"], r["error"]) for r in b]
     assert all(math.isfinite(r["loss"]) for r in a)
     va, vb = (metrics.read_metrics(d, "val") for d in (tmp_path / "whole", tmp_path / "killed"))

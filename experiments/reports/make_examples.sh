@@ -1,13 +1,12 @@
 #!/bin/sh
 # The commands that produced the example reports in this folder (they are copied here unedited).
 #   sh experiments/reports/make_examples.sh relu-cpu   [WORK]   Figure 1, tiny, on a CPU
-#   sh experiments/reports/make_examples.sh ablate-cpu [WORK]   the ablation table, tiny, on a CPU
-#   sh experiments/reports/make_examples.sh relu-gpu   [WORK]   Figure 1, 50,000 images, one GPU
+#   sh experiments/reports/make_examples.sh ablate-cpu [WORK]   ablation table + Figures 3-4, tiny, CPU
 # WORK (default ./examples_work) holds the generated data and the runs; run from the repo root.
 # The data is GENERATED (no download here): `alexnet experiment generate cifar10` writes a learnable
 # CIFAR-like set in the real python-batch format, `alexnet prep synthetic` an ImageNet-shaped one.
 set -e
-WHAT=${1:?usage: make_examples.sh relu-cpu|ablate-cpu|relu-gpu [WORK]}
+WHAT=${1:?usage: make_examples.sh relu-cpu|ablate-cpu [WORK]}
 WORK=${2:-examples_work}
 HERE=$(cd "$(dirname "$0")" && pwd)
 # the repo's packages importable from WORK without an install; PYTHON = the interpreter to use
@@ -32,18 +31,12 @@ ablate-cpu)
         --note "Data: a synthetic ImageNet-shaped set (alexnet prep synthetic: 10 classes, 200 training and 50 validation images), 1 epoch of 6 steps per run on a 2-core CPU." \
         model.num_classes=10 train.epochs=1 optim.batch_size=32 data.workers=0
     rm -rf "$HERE/ablate_cpu_tiny" && cp -r runs/ablate/report "$HERE/ablate_cpu_tiny"
-    ;;
-relu-gpu)
-    $A experiment generate cifar10 raw/cifar_full --train 50000 --test 10000
-    $A prep cifar10 --input raw/cifar_full --out data/cifar_full
-    $A experiment relu-vs-tanh --data data/cifar_full --runs runs_gpu --quiet \
-        --lrs 0.001,0.003,0.01,0.03,0.1 --search-epochs 3 --epochs 30 \
-        --note "GENERATED CIFAR-like data (50,000 training images, not CIFAR-10), one GPU." \
-        data.workers=4
-    rm -rf "$HERE/relu_vs_tanh_gpu" && cp -r runs_gpu/relu_vs_tanh/report "$HERE/relu_vs_tanh_gpu"
+    $A experiment figures --run-dir runs/ablate/paper/seed0 --data data/imagenet_tiny \
+        --out runs/figures_report
+    rm -rf "$HERE/figures_cpu_tiny" && cp -r runs/figures_report "$HERE/figures_cpu_tiny"
     ;;
 *)
-    echo "unknown example $WHAT (relu-cpu, ablate-cpu, relu-gpu)" >&2
+    echo "unknown example $WHAT (relu-cpu, ablate-cpu)" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,92 @@
+"""§5 loop, TEST-ONLY: fault injection (tests/test_faults_training.py, RELIABILITY.md).
+
+Inert unless the environment variable ALEXNET_FAULT is set; then the run prints a warning at start
+and injects exactly the fault it names, at one step. Never set it on a real run.
+
+    ALEXNET_FAULT="KIND:STEP[,rank:R][,attempts:A]"
+
+KIND      what happens right after the backward pass of step STEP (1-based: the STEP-th optimiser
+          step), before that step's finiteness check and optimiser step:
+          nan_loss  the loss and every gradient become NaN (what a NaN loss does)
+          inf_grad  one gradient element becomes +inf (the loss stays finite)
+          crash     RuntimeError (an uncaught Python error: the process exits with status 1)
+          kill      SIGKILL to this process (a hard death: OOM killer, segfault)
+          sigterm   SIGTERM to this process (a preemption at a known step)
+rank:R    only on rank R (default: every rank)
+attempts:A only while torchrun's restart count (TORCHELASTIC_RESTART_COUNT, 0 on the first
+          attempt) is below A, so `crash:5,attempts:1` crashes once and the restarted job runs
+          through (default: on every attempt).
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+import torch
+
+ENV = "ALEXNET_FAULT"
+KINDS = ("nan_loss", "inf_grad", "crash", "kill", "sigterm")
+
+
+class InjectedCrash(RuntimeError):
+    """The `crash` fault."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    step: int
+    rank: int | None = None
+    attempts: int | None = None
+
+
+def parse(text: str) -> Fault:
+    """'inf_grad:3,rank:1' -> Fault; ValueError naming the spec when it is malformed."""
+    try:
+        head, *options = [part.strip() for part in text.split(",")]
+        kind, step = head.split(":")
+        extra = {key: int(value) for key, value in (o.split(":") for o in options)}
+        fault = Fault(kind, int(step), extra.pop("rank", None), extra.pop("attempts", None))
+    except ValueError:
+        fault, extra = None, {}
+    if fault is None or extra or fault.kind not in KINDS or fault.step < 1:
+        raise ValueError(f"{ENV}={text!r} is not KIND:STEP[,rank:R][,attempts:A] with KIND one "
+                         f"of {', '.join(KINDS)} and STEP >= 1 (see paper_alexnet/fault_hook.py)")
+    return fault
+
+
+def from_env(rank: int) -> Fault | None:
+    """The fault this process must inject, or None (the normal case: ALEXNET_FAULT unset)."""
+    text = os.environ.get(ENV)
+    if not text:
+        return None
+    fault = parse(text)
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if (fault.rank is not None and fault.rank != rank) or \
+            (fault.attempts is not None and attempt >= fault.attempts):
+        return None
+    print(f"WARNING: {ENV}={text!r}: TEST-ONLY fault injection is active on rank {rank} "
+          f"(attempt {attempt})", file=sys.stderr, flush=True)
+    return fault
+
+
+def inject(fault: Fault | None, steps_done: int, loss: torch.Tensor, model: torch.nn.Module):
+    """Call after loss.backward() of the step that follows `steps_done` steps."""
+    if fault is None or steps_done + 1 != fault.step:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if fault.kind == "nan_loss":
+        loss.detach().fill_(math.nan)
+        for g in grads:
+            g.fill_(math.nan)
+    elif fault.kind == "inf_grad":
+        grads[0].view(-1)[0] = math.inf
+    elif fault.kind == "crash":
+        raise InjectedCrash(f"{ENV}: injected crash at step {fault.step}")
+    elif fault.kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif fault.kind == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)

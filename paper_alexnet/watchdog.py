@@ -1,0 +1,72 @@
+"""§5 training health checks that are not part of the paper's method: finite gradients, and a run
+whose loss stays at chance level ("not learning").
+
+- `finite_grads(model, device)`: a 0-d bool tensor on `device`, True when every gradient element
+  is finite (the largest |g|, one foreach reduction, no host sync). train.py folds it into the same
+  on-device flag as the loss check (`_check_finite`), so an infinite or NaN gradient with a finite
+  loss also stops the run before the optimiser step, on every rank, naming the step.
+- `not_learning(records, num_classes, epochs)`: the §5 loss starts at ln(classes) (a uniform
+  softmax); a run whose per-epoch mean training loss stays within CHANCE_TOLERANCE of it for
+  `train.not_learning_epochs` epochs in a row is reported (stderr and an event record
+  {"event": "not_learning"} in metrics.jsonl) with the usual causes. It only reports: it never
+  stops a run. It reads metrics.jsonl, so a resumed run decides exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+
+from paper_alexnet import metrics
+
+CHANCE_TOLERANCE = 0.02   # relative: ln(1000) = 6.908 -> "at chance" above 6.77
+
+
+def finite_grads(model: torch.nn.Module, device) -> torch.Tensor:
+    """0-d bool on `device` (the loss's): no host sync, the towers' grads may be on two GPUs."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool, device=device)
+    # the inf-norm propagates NaN and inf; get_total_norm handles grads on several devices
+    largest = torch.nn.utils.get_total_norm(grads, norm_type=math.inf)
+    return torch.isfinite(largest).to(device, non_blocking=True)
+
+
+def epoch_losses(records: list[dict]) -> dict[int, float]:
+    """{epoch: mean of its "train" records' loss} (each record is the mean of a log window)."""
+    by_epoch: dict[int, list[float]] = {}
+    for r in records:
+        if r.get("kind") == "train" and "loss" in r:
+            by_epoch.setdefault(int(r["epoch"]), []).append(float(r["loss"]))
+    return {e: sum(v) / len(v) for e, v in sorted(by_epoch.items())}
+
+
+def not_learning(records: list[dict], num_classes: int, epochs: int) -> str | None:
+    """The report when the last `epochs` epochs all sat at chance level, else None (0 = off)."""
+    if epochs <= 0:
+        return None
+    chance = math.log(num_classes)
+    losses = list(epoch_losses(records).items())[-epochs:]
+    if len(losses) < epochs or not all(loss >= (1 - CHANCE_TOLERANCE) * chance
+                                       for _, loss in losses):
+        return None
+    listed = ", ".join(f"epoch {e}: {loss:.4f}" for e, loss in losses)
+    return (f"not learning: the training loss has stayed at chance level (ln {num_classes} = "
+            f"{chance:.4f}) for {epochs} epochs ({listed}). Usual causes: the learning rate "
+            f"(too high: the net collapses to a uniform output; too low: nothing moves) - try "
+            f"optim.lr 10x lower and higher; the initialisation (§5's N(0, 0.01) with bias 1 can "
+            f"leave a deep ReLU net dead or saturated; try model.init=caffe); labels that do not "
+            f"match the images (check the prepared data: 'alexnet prep verify ROOT'); too much "
+            f"regularisation (optim.weight_decay, model.dropout). train.not_learning_epochs=0 "
+            f"turns this check off.")
+
+
+def report_not_learning(log: metrics.MetricsLog, run_dir, num_classes: int, epochs: int,
+                        global_step: int, epoch: int) -> str | None:
+    """At an epoch end (main rank): print the report to stderr and log it as an event."""
+    message = not_learning(metrics.read_metrics(run_dir), num_classes, epochs)
+    if message is not None:
+        print(f"alexnet train: WARNING: {message}", file=sys.stderr, flush=True)
+        log.log("event", global_step, epoch, event="not_learning", message=message)
+    return message

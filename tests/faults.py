@@ -1,0 +1,103 @@
+"""Shared helpers of the fault-injection tests (tests/test_faults_*.py; RELIABILITY.md): a tiny
+prepared dataset, small configs, subprocess runners, directory snapshots."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The Figure-1 net at 64 px, 4 classes: a few thousand parameters, for behaviour that does not
+# depend on size (files, signals, steps). Training runs on 1 thread so that a subprocess and the
+# test process compute bit-identical numbers.
+SMALL_NET = ["model.arch=cifar10_4layer", "model.input_size=64", "model.num_classes=4",
+             "optim.lr=0.001", "optim.batch_size=8", "data.workers=0", "eval.batch_size=16",
+             "eval.ten_crop=false", "model.devices=[cpu]"]
+
+
+def make_prepared(root, classes=4, train_per_class=16, val_per_class=4, side=72, seed=0):
+    """A tiny prepared ROOT: raw uint8 side×side images, one colour per class plus noise."""
+    from data_prep import shards, stats
+    rng = np.random.default_rng(seed)
+    names = [(f"n{c:08d}", f"class {c}") for c in range(classes)]
+    palette = rng.integers(40, 216, size=(classes, 3))
+    for split, per in (("train", train_per_class), ("val", val_per_class)):
+        items, acc = [], stats.empty((side, side, 3))
+        for c in range(classes):
+            for k in range(per):
+                img = np.clip(palette[c] + rng.normal(0, 30, (side, side, 3)), 0, 255)
+                img = img.astype(np.uint8)
+                items.append((img, c, f"{split}_{c}_{k}"))
+                if split == "train":
+                    stats.accumulate(acc, img)
+        shards.write_split(os.path.join(root, split), items, encoding="raw",
+                           image_shape=(side, side, 3), classes=names)
+        if split == "train":
+            stats.save(os.path.join(root, split), acc)
+    return str(root)
+
+
+def write_recipe(path, overrides):
+    """A YAML recipe holding `section.key=value` overrides (what `alexnet train --config` reads)."""
+    import yaml
+
+    from paper_alexnet import config
+    cfg = config.load(None, overrides)
+    path.write_text(yaml.safe_dump(config.to_dict(cfg), sort_keys=False))
+    return path
+
+
+def child_env(**extra):
+    """Environment of a child python: this checkout first on the path, one thread, no fault."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("ALEXNET_FAULT", None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def alexnet(args, env=None, timeout=300, **kwargs):
+    """Run `python -m paper_alexnet ARGS` to completion; the CompletedProcess (text output)."""
+    return subprocess.run([sys.executable, "-m", "paper_alexnet", *map(str, args)],
+                          env=env or child_env(), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def torchrun(args, nproc=2, max_restarts=0, env=None, timeout=400):
+    """`torchrun --nproc-per-node N --max-restarts R -m paper_alexnet ARGS` on the CPU (gloo)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
+           "--monitor-interval=0.5", "-m", "paper_alexnet", *map(str, args)]
+    return subprocess.run(cmd, env=env or child_env(), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def snapshot(folder) -> dict:
+    """{relative path: sha256 (or link target)} of everything under `folder` (links not followed)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, folder)
+            if os.path.islink(full):
+                out[rel] = "-> " + os.readlink(full)
+            elif os.path.isfile(full):
+                with open(full, "rb") as f:
+                    out[rel] = hashlib.sha256(f.read()).hexdigest()
+            else:
+                out[rel] = "dir"
+    return out
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    import torch
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def train_records(run_dir, kind="train"):
+    """(step, loss, error) of train records, or (step, top1, top5) of val records."""
+    from paper_alexnet import metrics
+    keys = ("loss", "error") if kind == "train" else ("top1", "top5")
+    return [(r["step"], *(r[k] for k in keys)) for r in metrics.read_metrics(run_dir, kind)]
