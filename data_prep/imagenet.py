@@ -12,7 +12,8 @@ Tars are read in place: the outer tar's headers and each inner tar's headers are
 every image becomes (tar path, byte offset, size), read later with os.pread by the workers. Member
 names are only used as record names: nothing is ever written from them. Members that are not
 regular files (symlinks, hard links, devices, FIFOs, sparse files) or whose names are absolute or
-contain '..' are skipped and reported.
+contain '..' are skipped and reported. A damaged or truncated tar, even one cut exactly between
+two members (seen by its missing end-of-archive marker), stops prep with an error naming it.
 
 Labels: class index = position of the wnid in the SORTED list of train wnids (n01440764 → 0 for
 ILSVRC-2012; the order torchvision's ImageFolder also gives). Alex's code used ILSVRC2012_ID - 1
@@ -28,6 +29,7 @@ import os
 import re
 import sys
 import tarfile
+import zlib
 
 import numpy as np
 
@@ -82,6 +84,23 @@ def scan_tar(fileobj, base: int = 0):
             if m.isdir():
                 continue
             yield m.name, base + m.offset_data, m.size, unsafe_reason(m)
+        check_end(tf, fileobj)
+
+
+def check_end(tf: tarfile.TarFile, fileobj) -> None:
+    """A tar cut exactly between two members reads as a shorter, valid-looking archive: only the
+    missing end-of-archive marker (zero blocks after the last member) tells. Call after reading."""
+    if fileobj.seek(0, os.SEEK_END) - tf.offset < tarfile.BLOCKSIZE:
+        raise tarfile.ReadError("it ends without the end-of-archive marker (truncated)")
+
+
+def read_tar(reader, path: str, *args):
+    """reader(path, *args), a damaged tar or tar.gz reported as InputError naming the file."""
+    try:
+        return reader(path, *args)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise InputError(f"{path} is damaged or truncated ({e}): download it again and compare "
+                         f"its size and checksum with the official ones") from None
 
 
 def _base(name: str) -> str:
@@ -110,6 +129,7 @@ def list_train_tar(path: str, skipped: list):
                         skipped.append(dict(name=f"{m.name}/{name}", kind="skipped", reason=why))
                     else:
                         files.append((_base(name), (path, off, size)))
+            check_end(outer, f)
     return by_class
 
 
@@ -243,10 +263,10 @@ def discover(root: str, val_labels: str | None = None, test_labels: str | None =
         if os.path.exists(os.path.join(root, files["train"])):
             year, layout = y, "official"
             p = {k: os.path.join(root, v) for k, v in files.items()}
-            train = list_train_tar(p["train"], skipped["train"])
+            train = read_tar(list_train_tar, p["train"], skipped["train"])
             for split in ("val", "test"):
                 if split in p and os.path.exists(p[split]):
-                    raw[split] = list_flat_tar(p[split], skipped[split])
+                    raw[split] = read_tar(list_flat_tar, p[split], skipped[split])
             break
     if layout is None and os.path.isdir(os.path.join(root, "train")):
         layout, train = "folders", list_class_folders(os.path.join(root, "train"), skipped["train"])
@@ -273,7 +293,7 @@ def discover(root: str, val_labels: str | None = None, test_labels: str | None =
         elif split == "val" and layout == "official" and os.path.exists(
                 os.path.join(root, OFFICIAL[year]["devkit"])):
             dk = os.path.join(root, OFFICIAL[year]["devkit"])
-            ids, meta = read_devkit(dk, year)
+            ids, meta = read_tar(read_devkit, dk, year)
             if len(ids) != len(names):
                 raise InputError(f"{dk}: {len(ids)} ground-truth labels for {len(names)} "
                                  f"val images")
@@ -282,7 +302,7 @@ def discover(root: str, val_labels: str | None = None, test_labels: str | None =
                 os.path.join(root, OFFICIAL[2010]["test_truth"])):
             truth = os.path.join(root, OFFICIAL[2010]["test_truth"])
             if meta is None and os.path.exists(os.path.join(root, OFFICIAL[2010]["devkit"])):
-                _, meta = read_devkit(os.path.join(root, OFFICIAL[2010]["devkit"]), 2010)
+                _, meta = read_tar(read_devkit, os.path.join(root, OFFICIAL[2010]["devkit"]), 2010)
             with open(truth) as f:
                 ids = [int(x) for x in f.read().split()]
             wn = ids_to_wnids(ids, meta, "test", flag, truth)

@@ -203,8 +203,12 @@ def merge(out_dir, parts, n_chunks, classes, params, plan, skipped, max_failures
     anomalies = list(skipped)
     metas = []
     for k in range(n_chunks):  # the small arrays only: the stats sums are added one by one below
-        with np.load(chunk_path(parts, k, "npz"), allow_pickle=False) as z:
-            metas.append({key: z[key] for key in ("length", "label", "name", "anomalies")})
+        try:  # written by us, atomically: only outside damage (or a planted file) fails here
+            with np.load(chunk_path(parts, k, "npz"), allow_pickle=False) as z:
+                metas.append({key: z[key] for key in ("length", "label", "name", "anomalies")})
+        except (ValueError, KeyError, OSError, EOFError) as e:
+            raise PrepError(f"{chunk_path(parts, k, 'npz')} is damaged ({e}): delete it and "
+                            f"re-run the same command (that chunk is recomputed)") from None
         anomalies += json.loads(str(metas[-1]["anomalies"]))
     failures = [a for a in anomalies if a["kind"] != "converted"]
     if len(failures) > max_failures:

@@ -247,6 +247,12 @@ def read_manifest(path) -> dict:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise FormatError(f"{mpath} has format_version {manifest.get('format_version')!r}, this "
                           f"code reads {FORMAT_VERSION}: re-run 'alexnet prep ...'")
+    names = [s.get("file") for s in manifest.get("shards", [])] + list(manifest.get("files", {}))
+    for name in names:  # plain names inside the split only: never read (or hash) files elsewhere
+        if not isinstance(name, str) or name in ("", ".", "..") or os.path.basename(name) != name \
+                or "\\" in name:
+            raise FormatError(f"{mpath} names the file {name!r}, which escapes {path}: the "
+                              f"manifest is damaged or was tampered with; re-run 'alexnet prep'")
     return manifest
 
 

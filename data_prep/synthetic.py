@@ -62,17 +62,11 @@ def class_design(c: int, num_classes: int) -> dict:
     family, variant = pattern % len(FAMILIES), pattern // len(FAMILIES)
     hue = (hue_index / hues + 0.02) % 1.0
     angle = (20.0 + 37.0 * variant) % 90.0 if family != 3 else 0.0
-    # texture period as a fraction of the short side: the second half of the classes is coarse,
-    # so the two classes of a hue differ in scale as well as in pattern (a cue conv1 learns early)
-    coarse = c >= hues
-    scale = 1.0 + 0.15 * (variant % 3)
-    period = (scale / 5.5, scale / 4.0) if coarse else (scale / 11.0, scale / 7.5)
-    name = (f"{HUE_NAMES[int(hue * len(HUE_NAMES)) % len(HUE_NAMES)]} "
-            f"{'coarse' if coarse else 'fine'} {FAMILIES[family]}")
+    name = f"{HUE_NAMES[int(hue * len(HUE_NAMES)) % len(HUE_NAMES)]} {FAMILIES[family]}"
     if variant:
         name += f" {angle:.0f} deg"
     return {"hue": hue, "hue_step": 1.0 / hues, "family": family, "angle": angle,
-            "period": period, "name": name}
+            "period_scale": 1.0 + 0.15 * (variant % 3), "name": name}
 
 
 def _pattern(family: int, u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
@@ -120,7 +114,7 @@ def render(rng: np.random.Generator, design: dict, height: int, width: int) -> n
     theta = np.deg2rad(design["angle"] + rng.uniform(-8, 8))
     u = dx * np.cos(theta) + dy * np.sin(theta)
     v = -dx * np.sin(theta) + dy * np.cos(theta)
-    period = short * rng.uniform(*design["period"])
+    period = short * rng.uniform(1 / 10, 1 / 6) * design["period_scale"]
     texture = (_pattern(design["family"], u, v, period)[..., None] + 1.0) / 2.0
     hue = design["hue"] + rng.uniform(-0.2, 0.2) * design["hue_step"]
     light = _rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))

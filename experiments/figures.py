@@ -135,13 +135,13 @@ def figure4(checkpoint_path, data_root, out_dir, queries: int = 5, k: int = 6,
     val, train = PreparedSplit(Path(data_root) / "val"), PreparedSplit(Path(data_root) / "train")
     names = [name or wnid for wnid, name in val.classes]
 
-    def tile(split, i, size=96):
+    def tile(split, i, size=64):
         a = split.image(int(i))
         a = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
         return np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
     rows, table = [], []
     for qi in range(len(q_idx)):
-        row = [tile(val, q_idx[qi]), np.full((96, 8, 3), 255, np.uint8)]
+        row = [tile(val, q_idx[qi]), np.full((64, 6, 3), 255, np.uint8)]
         row += [tile(train, t_idx[j]) for j in order[qi]]
         rows.append(np.concatenate(row, axis=1))
         top5 = np.argsort(-q_prob[qi])[:5]

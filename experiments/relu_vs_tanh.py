@@ -85,6 +85,12 @@ def _lr_name(lr: float) -> str:
     return f"lr{lr:g}"
 
 
+def full_run_dir(exp_dir: Path, activation: str, lr: float) -> Path:
+    """EXP/full/<activation>/lr<lr>: named by its rate, so a wider search that picks another
+    rate trains a new full run instead of resuming one with a different config."""
+    return Path(exp_dir) / "full" / activation / _lr_name(lr)
+
+
 def curve(run_dir: Path) -> list[float] | None:
     """The run's per-epoch running training error; None if it diverged (NaN loss)."""
     if not (run_dir / "metrics.jsonl").is_file() or (run_dir / DIVERGED).is_file():
@@ -116,7 +122,7 @@ def run(data_root, runs, arch: str = "cifar10_4layer", lrs=DEFAULT_LRS, search_e
         write_manifest(exp_dir, manifest)
         cfg = recipes.load_recipe(recipe, [*fixed, *overrides, f"model.activation={act}",
                                            f"optim.lr={best}", f"train.epochs={full_epochs}"])
-        train_run(cfg, data_root, exp_dir / act, quiet=quiet)
+        train_run(cfg, data_root, full_run_dir(exp_dir, act, best), quiet=quiet)
     return write_report(exp_dir, manifest)
 
 
@@ -156,9 +162,14 @@ def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> 
     lines += [report.table(["activation", "lr", "epochs to target", "mean train error %",
                             "last train error %", "diverged", "rank"], rows), "",
               "## Full runs", ""]
+    edge = [f"{a} ({lr:g})" for a, lr in manifest["chosen"].items()
+            if len(manifest["lrs"]) > 1 and lr in (min(manifest["lrs"]), max(manifest["lrs"]))]
+    if edge:
+        lines += [f"Note: the rate chosen for {', '.join(edge)} is at the edge of the grid; "
+                  "a wider `--lrs` may find a faster one.", ""]
     full, series = {}, []
-    for act in ACTIVATIONS:
-        d = exp_dir / act
+    for act, lr in manifest["chosen"].items():
+        d = full_run_dir(exp_dir, act, lr)
         if not (d / "metrics.jsonl").is_file():
             continue
         s = rundir.summarise(d)

@@ -83,7 +83,7 @@ def inject(fault: Fault | None, steps_done: int, loss: torch.Tensor, model: torc
         for g in grads:
             g.fill_(math.nan)
     elif fault.kind == "inf_grad":
-        grads[0].view(-1)[0] = math.inf
+        grads[0][(0,) * grads[0].dim()] = math.inf    # any memory format
     elif fault.kind == "crash":
         raise InjectedCrash(f"{ENV}: injected crash at step {fault.step}")
     elif fault.kind == "kill":

@@ -176,11 +176,28 @@ def _triton_kernels(x: torch.Tensor):
     return kernels if kernels is not None and kernels.supports(x) else None
 
 
+def _lrn_traced(x: torch.Tensor, cv: Convention) -> torch.Tensor:
+    """The fast path's formula in plain differentiable ops, used inside torch.compile only.
+
+    Under bf16 autocast, Dynamo loses the outer autocast state after _LRNFunction's forward turns
+    autocast off (torch 2.11 on the H100 and 2.14.1 on CPU: "Input type (BFloat16) and bias type
+    (float) should be the same" at conv2; docs/speed.md). These ops need no autocast switch: float32
+    elementwise work and the window sum as n shifted slices of the zero-padded squares (the clipped
+    window of the formula), which inductor fuses into one kernel; autograd derives the backward."""
+    xf = x if x.dtype == torch.float64 else x.float()
+    c, before, after = x.shape[1], cv.size // 2, (cv.size - 1) // 2
+    sq = F.pad(xf * xf, (0, 0, 0, 0, before, after))     # zero channels beyond 0 and C−1
+    window = sum(sq[:, o:o + c] for o in range(cv.size))  # Σ_{j=c−before}^{c+after} a_j²
+    return (xf * (window * cv.coefficient + cv.k).pow(-cv.beta)).to(x.dtype)
+
+
 def local_response_norm(x: torch.Tensor, convention: str | Convention = "paper",
                         impl: str = "fast") -> torch.Tensor:
     """LRN over dim 1 of (N, C, H, W) with one of CONVENTIONS, by the fast or the reference path."""
     _check_input(x)
     cv = get_convention(convention)
+    if impl in ("fast", "fast-ops") and torch.compiler.is_compiling():
+        return _lrn_traced(x, cv)
     if impl in ("fast", "fast-ops"):
         return _LRNFunction.apply(x, cv.size, cv.coefficient, cv.beta, cv.k, impl == "fast")
     if impl == "reference":

@@ -209,7 +209,7 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
     running = metrics.RunningMeans(model.output_device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=model.output_device)
     # SIGTERM/SIGINT -> checkpoint and exit 75 (preemption.py); ALEXNET_FAULT: tests only
-    stop, fault = preemption.StopRequest().install(), fault_hook.from_env(world.rank)
+    fault, stop = fault_hook.from_env(world.rank), preemption.StopRequest().install()
     check_every_step = model.output_device.type == "cpu"
     # Throughput: wall clock between two log steps, each of which ends in a sync, so the window
     # holds exactly the training steps (evaluation and checkpoint writing fall outside windows).

@@ -171,3 +171,33 @@ def test_fast_step_on_a_gpu_never_waits_for_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
+
+
+def _output_and_grads(net, params, x, dtype):
+    from paper_alexnet.train import autocast
+    for p in params:
+        p.grad = None
+    with autocast(torch.device("cpu"), dtype):
+        out = net(x).float()
+    out.square().sum().backward()
+    return [out.detach()] + [p.grad.clone() for p in params]
+
+
+def test_faithful_network_compiles_as_one_graph():
+    """torch.compile(fullgraph=True) traces the two-tower forward and backward, fast LRN included,
+    in fp32 and under bf16 autocast (aot_eager: the same tracing as inductor, without a C++
+    compiler). fp32: the compiled output and gradients equal eager's; bf16: they are no further
+    from the fp32 values than eager bf16's are (the two round at different places)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = AlexNet(ModelConfig(dropout=0.0)).to(memory_format=torch.channels_last)
+    params = list(model.parameters())
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = (torch.randn(1, 3, 224, 224) * 50).contiguous(memory_format=torch.channels_last)
+    fp32 = _output_and_grads(model, params, x, None)
+    for a, b in zip(_output_and_grads(compiled, params, x, None), fp32):
+        assert b.norm() > 0 and (a - b).norm() <= 1e-4 * b.norm()
+    eager_bf16 = _output_and_grads(model, params, x, torch.bfloat16)
+    traced_bf16 = _output_and_grads(compiled, params, x, torch.bfloat16)
+    for traced, eager, exact in zip(traced_bf16, eager_bf16, fp32):
+        assert (traced - exact).norm() <= 2 * (eager - exact).norm() + 1e-3 * exact.norm()

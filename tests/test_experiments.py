@@ -266,14 +266,15 @@ def test_relu_vs_tanh_end_to_end(tmp_path):
     for act in ("relu", "tanh"):
         trials = {lr: _epoch_errors(exp / "search" / act / f"lr{lr:g}") for lr in (0.01, 0.03)}
         assert manifest["chosen"][act] == relu_vs_tanh.pick_fastest(trials)[0]
-        errors = _epoch_errors(exp / act)
+        full = exp / "full" / act / f"lr{manifest['chosen'][act]:g}"
+        errors = _epoch_errors(full)
         assert len(errors) == 2
         row = _numbers(text, act + " | " + f"{manifest['chosen'][act]:g} | 2 |")
         assert row[5] == f"{100 * errors[-1]:.2f}"
-        cfg = rundir.read_config(exp / act)
+        cfg = rundir.read_config(full)
         assert (cfg.model.arch, cfg.model.activation, cfg.optim.lr, cfg.optim.weight_decay) == \
             ("cifar10_4layer", act, manifest["chosen"][act], 0.0)
-    assert "INFERENCE" in text and "6x" in text
+    assert "INFERENCE" in text and "6x" in text and "edge of the grid" in text
     assert ("not measurable" in text) or re.search(r"\d+\.\d\dx in epochs", text)
 
 
@@ -304,10 +305,10 @@ def test_relu_vs_tanh_on_alexnet_end_to_end(imagenet_root, tmp_path):
     exp = runs / "relu_vs_tanh_alexnet"
     text = (exp / "report" / "report.md").read_text()
     for act in ("relu", "tanh"):
-        cfg = rundir.read_config(exp / act)
+        cfg = rundir.read_config(exp / "full" / act / "lr0.01")
         assert (cfg.model.arch, cfg.model.activation, cfg.model.num_classes) == \
             ("alexnet", act, 4)
         assert (cfg.model.dropout, cfg.optim.weight_decay, cfg.data.pca_std, cfg.data.flip) == \
             (0.0, 0.0, 0.0, False)
         row = _numbers(text, f"{act} | 0.01 | 1 |")
-        assert row[5] == f"{100 * _epoch_errors(exp / act)[-1]:.2f}"
+        assert row[5] == f"{100 * _epoch_errors(exp / 'full' / act / 'lr0.01')[-1]:.2f}"

@@ -214,7 +214,7 @@ def test_tampered_run_config_is_refused_on_resume(tmp_path, capsys):
     text = (run / "config.yaml").read_text().replace("epochs: 1", "epochs: one")
     (run / "config.yaml").write_text(text)
     capsys.readouterr()
-    assert main(["--data", data, "--run-dir", str(run)]) == 2
+    assert main(["--data", data, "--run-dir", str(run)]) == 1
     err = capsys.readouterr().err
     assert "train.epochs: expected an integer" in err and "config.yaml" in err
 
@@ -303,5 +303,7 @@ def test_pickled_objects_in_npz_files_are_refused(tmp_path, target):
                 shards.PreparedSplit(tmp_path / "data" / "train")
             else:
                 stats.load(root)
-        assert any("sha256 differs" in p for p in verify(root)[str(tmp_path / "data" / "train")])
+        if target == "index.npz":   # (this tiny ROOT's stats.npz is not in its manifest)
+            problems = verify(root)[str(tmp_path / "data" / "train")]
+            assert any("sha256 differs" in p for p in problems)
     assert not marker.exists()

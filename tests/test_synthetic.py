@@ -137,7 +137,7 @@ def test_each_class_carries_its_hue():
 def test_designs_are_distinct_and_flip_safe():
     for n in (2, 3, 10, 25):
         designs = [synthetic.class_design(c, n) for c in range(n)]
-        keys = {(round(d["hue"], 6), d["family"], d["angle"], d["period"]) for d in designs}
+        keys = {(round(d["hue"], 6), d["family"], d["angle"], d["period_scale"]) for d in designs}
         assert len(keys) == n
         assert all(0 <= d["angle"] < 90 for d in designs)
 

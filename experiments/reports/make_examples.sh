@@ -19,7 +19,7 @@ relu-cpu)
     $A experiment generate cifar10 raw/cifar_small --train 5000 --test 1000
     $A prep cifar10 --input raw/cifar_small --out data/cifar_small
     $A experiment relu-vs-tanh --data data/cifar_small --runs runs_cpu --quiet \
-        --lrs 0.003,0.01,0.03 --search-epochs 2 --epochs 12 \
+        --search-epochs 2 --epochs 12 \
         --note "GENERATED CIFAR-like data (5,000 training images, not CIFAR-10), 2-core CPU." \
         data.workers=0
     rm -rf "$HERE/relu_vs_tanh_cpu_tiny" && cp -r runs_cpu/relu_vs_tanh/report "$HERE/relu_vs_tanh_cpu_tiny"
@@ -31,7 +31,7 @@ ablate-cpu)
         --note "Data: a synthetic ImageNet-shaped set (alexnet prep synthetic: 10 classes, 200 training and 50 validation images), 1 epoch of 6 steps per run on a 2-core CPU." \
         model.num_classes=10 train.epochs=1 optim.batch_size=32 data.workers=0
     rm -rf "$HERE/ablate_cpu_tiny" && cp -r runs/ablate/report "$HERE/ablate_cpu_tiny"
-    $A experiment figures --run-dir runs/ablate/paper/seed0 --data data/imagenet_tiny \
+    $A experiment figures --run-dir runs/ablate/paper/seed0 --data data/imagenet_tiny --queries 3 \
         --out runs/figures_report
     rm -rf "$HERE/figures_cpu_tiny" && cp -r runs/figures_report "$HERE/figures_cpu_tiny"
     ;;
