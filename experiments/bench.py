@@ -85,8 +85,9 @@ def ratios(result: dict) -> dict:
     fast, plain = steps.get(result["model_only_key"]), steps.get(result["plain_key"])
     if fast and plain:
         out["faithful fast / plain step"] = fast["images_per_s"] / plain["images_per_s"]
-    if fast and result.get("end_to_end"):
-        best = max(result["end_to_end"], key=lambda r: r["images_per_s"])
+    e2e = [r for r in result.get("end_to_end") or [] if "images_per_s" in r]
+    if fast and e2e:
+        best = max(e2e, key=lambda r: r["images_per_s"])
         out["end-to-end / model-only"] = best["images_per_s"] / fast["images_per_s"]
     for r in result["lrn"]:
         out[f"LRN fast / reference {r['layer']} {r['dtype']} "
@@ -108,9 +109,15 @@ def targets(result: dict) -> dict:
         "towers_vs_grouped": r.get(f"faithful / grouped ({label})"),
         "end_to_end_vs_model": r.get("end-to-end / model-only"),
     }
+    elsewhere = {"lrn_speedup_gpu_bf16_conv1": device != "cuda",
+                 "lrn_speedup_cpu_conv1": device != "cpu"}
+
+    def status(key, value, minimum):
+        if value is None:
+            return "not measured (other device)" if elsewhere.get(key) else "not measured (failed)"
+        return "met" if value >= minimum else "unmet"
     return {key: dict(what=what, minimum=minimum, value=values[key],
-                      status="not measured (other device)" if values[key] is None
-                      else ("met" if values[key] >= minimum else "unmet"))
+                      status=status(key, values[key], minimum))
             for key, (what, minimum) in TARGETS.items()}
 
 
@@ -129,6 +136,7 @@ def report(result: dict) -> str:
         lines.append(f"  {r['layer']} {str(tuple(r['shape'])):<18} {r['dtype']:<8} {fmt:<13} "
                      f"{1000 * r['times_s']['fast']:7.2f} {1000 * r['times_s']['reference']:9.2f}"
                      f" {r['speedup']:8.2f}x")
+    lines += [f"  {dtype}: FAILED: {text}" for dtype, text in result["lrn_errors"].items()]
     lines += ["", f"train step, batch {st['batch']} (median of {st['rounds']} rounds, "
                   f"{st['warmup']} warm-up)          ms/step    images/s"]
     for key, row in result["steps"].items():
@@ -136,10 +144,13 @@ def report(result: dict) -> str:
                 else f"  FAILED: {row['error']}")
         lines.append(f"  {key:<48}{text}")
     tc = result["ten_crop"]
-    lines += ["", f"ten-crop evaluation, model only ({tc['images']} images = {tc['views']} views,"
-                  f" {tc['setting']}): {tc['images_per_s']:.1f} images/s"]
+    lines += [""] + ([f"ten-crop evaluation: FAILED: {tc['error']}"] if "error" in tc else
+                     [f"ten-crop evaluation, model only ({tc['images']} images = {tc['views']} "
+                      f"views, {tc['setting']}): {tc['images_per_s']:.1f} images/s"])
     pipe = result.get("pipeline")
-    if pipe:
+    if pipe and "error" in pipe:
+        lines += ["", f"input pipeline alone: FAILED: {pipe['error']}"]
+    elif pipe:
         lines += ["", "input pipeline alone (data.loader_benchmark), images/s"]
         lines += [f"  backend {r['backend']:<4} workers {r['workers']:<3} {r['images_per_s']:9.1f}"
                   for r in pipe["runs"]]
@@ -147,8 +158,9 @@ def report(result: dict) -> str:
                      f"{pipe.get('decode_pil', 0):.1f}, torchvision CPU "
                      f"{pipe.get('decode_torchvision_cpu', 0):.1f}")
     for r in result.get("end_to_end") or []:
-        lines.append(f"end-to-end training (backend {r['backend']}, {r['workers']} workers, "
-                     f"{r['steps']} steps): {r['images_per_s']:.1f} images/s")
+        lines.append(f"end-to-end training (backend {r['backend']}, {r['workers']} workers"
+                     + (f"): FAILED: {r['error']}" if "error" in r else
+                        f", {r['steps']} steps): {r['images_per_s']:.1f} images/s"))
     lines += ["", "ratios (rates: higher is faster)"]
     lines += [f"  {k:<66} {v:7.3f}" for k, v in result["ratios"].items()]
     lines += ["", "issue 6 targets"]
@@ -180,6 +192,17 @@ def plan(device: torch.device, batch: int, quick: bool) -> dict:
         unique_images=32 if quick else 256)
 
 
+def _attempt(log, what: str, fn, *args):
+    """fn(*args), or {"error": ...} if it raises: one failing section (a decoder missing on this
+    machine, say) is reported in the table and the JSON, and the other sections still run."""
+    try:
+        return fn(*args)
+    except Exception as err:   # noqa: BLE001 -- reported, not hidden
+        text = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
+        log(f"{what} FAILED: {text}")
+        return {"error": text}
+
+
 def run(device, batch: int, quick: bool, compile_: bool, workdir, log=print,
         overrides: dict | None = None) -> dict:
     """Everything `alexnet bench` measures, as one dict (see the module docstring);
@@ -197,8 +220,13 @@ def run(device, batch: int, quick: bool, compile_: bool, workdir, log=print,
                   model_only_key=f"faithful | {fast.label}", plain_key=f"faithful | {plain.label}")
     log("LRN ...")
     dtypes = [fast.dtype or torch.float32] + ([torch.float32] if device.type == "cuda" else [])
-    result["lrn"] = [r for dtype in dtypes
-                     for r in measure_lrn(device, batch, dtype, p["lrn_iters"])]
+    result["lrn"], result["lrn_errors"] = [], {}
+    for dtype in dtypes:
+        rows = _attempt(log, "LRN", measure_lrn, device, batch, dtype, p["lrn_iters"])
+        if isinstance(rows, dict):
+            result["lrn_errors"][str(dtype)] = rows["error"]
+        else:
+            result["lrn"] += rows
     log("train steps ...")
     variants = ("faithful", "torchvision", "no_lrn", "grouped")
     steps = measure_steps(device, batch, variants, [fast], p["warmup"], p["rounds"], p["iters"])
@@ -209,19 +237,20 @@ def run(device, batch: int, quick: bool, compile_: bool, workdir, log=print,
                                    p["warmup"], p["rounds"], p["iters"]))
     result["steps"] = steps
     log("ten-crop evaluation ...")
-    result["ten_crop"] = measure_ten_crop(device, p["ten_crop_images"], fast, p["warmup"],
-                                          p["rounds"])
+    result["ten_crop"] = _attempt(log, "ten-crop evaluation", measure_ten_crop, device,
+                                  p["ten_crop_images"], fast, p["warmup"], p["rounds"])
     log("writing a prepared set with data_prep ...")
     e2e_batches = p["e2e_warmup"] + p["e2e_steps"]
     root = make_prepared_set(Path(workdir) / "prepared",
                              batch * max(p["pipeline_batches"] + 1, e2e_batches),
                              unique=p["unique_images"])
     log("input pipeline ...")
-    result["pipeline"] = measure_pipeline(root, device, batch, p["pipeline_batches"],
-                                          p["pipeline_workers"], p["backends"])
+    result["pipeline"] = _attempt(log, "input pipeline", measure_pipeline, root, device, batch,
+                                  p["pipeline_batches"], p["pipeline_workers"], p["backends"])
     log("end to end ...")
-    result["end_to_end"] = [measure_end_to_end(root, device, fast, batch, p["e2e_steps"],
-                                               p["e2e_warmup"], w, backend)
+    result["end_to_end"] = [dict(_attempt(log, f"end to end ({backend})", measure_end_to_end,
+                                          root, device, fast, batch, p["e2e_steps"],
+                                          p["e2e_warmup"], w, backend), backend=backend, workers=w)
                             for backend, w in p["e2e"]]
     result["ratios"] = ratios(result)
     result["targets"] = targets(result)

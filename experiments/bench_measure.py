@@ -85,8 +85,8 @@ def build_variant(name: str, device: torch.device) -> nn.Module:
     if name == "torchvision":
         import torchvision
         return torchvision.models.alexnet(weights=None, num_classes=1000).to(device)
-    raise ValueError(f"experiments/bench_measure.py: unknown variant {name!r}; choose faithful, no_lrn, "
-                     f"grouped or torchvision")
+    raise ValueError(f"experiments/bench_measure.py: unknown variant {name!r}; choose faithful, "
+                     f"no_lrn, grouped or torchvision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +106,7 @@ class Setting:
 def fast_setting(device: torch.device, compiled: bool = False) -> Setting:
     """The fastest step we know for the device: bf16 autocast + channels_last on CUDA (H100:
     8.2 vs 12.6 ms fp32 contiguous, docs/model.md); fp32 channels_last on the CPU (no bf16 units
-    on the machines measured; channels_last 1.2-1.3x faster there, BENCHMARKS.md)."""
+    on the machines measured; channels_last 1.1-1.4x faster there, BENCHMARKS.md)."""
     if device.type == "cuda":
         return Setting(torch.bfloat16, True, compiled)
     return Setting(None, True, compiled)

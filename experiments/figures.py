@@ -124,13 +124,15 @@ def _features(model, data_root, split, cfg, limit: int | None):
 
 
 def figure4(checkpoint_path, data_root, out_dir, queries: int = 5, k: int = 6,
-            max_train: int | None = 2000) -> dict:
-    """Nearest training images in fc7 space for the first `queries` validation images."""
+            max_train: int | None = 2000, max_val: int = 1000) -> dict:
+    """Nearest training images in fc7 space for `queries` validation images spread evenly over
+    the first `max_val` (so that a split sorted by class gives several classes)."""
     from data_prep.shards import PreparedSplit
     cfg, model = load_model(checkpoint_path)
-    q_feat, q_prob, q_idx = _features(model, data_root, "val", cfg, queries)
+    q_feat, q_prob, q_idx = _features(model, data_root, "val", cfg, max(queries, max_val))
+    pick = np.unique(np.linspace(0, len(q_idx) - 1, min(queries, len(q_idx))).round().astype(int))
+    q_feat, q_prob, q_idx = q_feat[pick], q_prob[pick], q_idx[pick]
     t_feat, _, t_idx = _features(model, data_root, "train", cfg, max_train)
-    q_feat, q_prob, q_idx = q_feat[:queries], q_prob[:queries], q_idx[:queries]
     dist, order = nearest(q_feat, t_feat, k)
     val, train = PreparedSplit(Path(data_root) / "val"), PreparedSplit(Path(data_root) / "train")
     names = [name or wnid for wnid, name in val.classes]
@@ -180,8 +182,8 @@ def write_report(run_dir, data_root, out_dir=None, queries: int = 5, k: int = 6,
              "## Figure 4: nearest training images in fc7 space", "",
              f"![neighbours]({f4['png']})", "",
              f"Each row: a validation image, then its {k} nearest training images (Euclidean "
-             f"distance between fc7 activations, centre crop; {f4['train_searched']} training "
-             "images searched).", ""]
+             "distance between fc7 activations — fc64 for the Figure 1 net —, centre view; "
+             f"{f4['train_searched']} training images searched).", ""]
     rows = [[r["val_index"], r["label"],
              "; ".join(f"{n} {100 * p:.1f}%" for n, p in r["top5"]),
              "; ".join(f"{n} ({d:.1f})" for _, n, d in r["neighbours"])] for r in f4["rows"]]

@@ -65,7 +65,8 @@ def epoch_curves(records: list[dict], batch_size: int = 1) -> dict:
         if r.get("kind") != "train":
             continue
         step = int(r["step"])
-        e = _epoch_of(step, val_steps)
+        # no validation records at all (none logged yet): fall back on the 1-based "epoch" field
+        e = _epoch_of(step, val_steps) if val_steps else max(int(r.get("epoch", 1)), 1)
         n = float(max(step - previous_step, 0))
         previous_step = step
         s = sums.setdefault(e, [0.0, 0.0, 0.0])

@@ -60,8 +60,21 @@ def init_from_env(backend: str | None = None) -> World:
         if backend == "nccl":
             # NCCL collectives run on the current device: make it this rank's first GPU
             torch.cuda.set_device(torch.device(replica_devices(world, ("auto",))[0]))
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
+                                store=_attempt_store(rank, world_size))
     return world
+
+
+def _attempt_store(rank: int, world_size: int):
+    """The env:// store under a prefix of its own per torchrun attempt. torchrun --max-restarts
+    keeps ONE store across restarts (torch 2.14), so a restarted group would read the previous
+    attempt's keys, e.g. the dead peers' addresses, and fail with "Connection refused" (4 of
+    8 restarts here before this; pytorch/pytorch#167288). tests/test_faults_training.py."""
+    from torch.distributed.constants import default_pg_timeout
+    store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=default_pg_timeout))
+    store.set_timeout(default_pg_timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"paper_alexnet/attempt_{attempt}", store)
 
 
 def current_world() -> World:

@@ -175,6 +175,9 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
         say(f"run {run_dir}\n--- config ---\n{config_text}--------------")
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
+    # Fixed batch shapes: let cuDNN time its kernels once and keep the fastest (docs/speed.md);
+    # its choice may vary from run to run, so not when a deterministic run is asked for.
+    torch.backends.cudnn.benchmark = not cfg.train.deterministic
 
     devices = distributed.replica_devices(world, cfg.model.devices)
     torch.manual_seed(cfg.train.seed)             # §5 init: the same on every rank

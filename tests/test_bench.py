@@ -1,6 +1,7 @@
-"""`alexnet bench` (experiments/bench.py, bench_measure.py): its measuring functions at a tiny size
-on the CPU, the grouped-convolution formulation it times against the two towers, and the fast step it times
-against the plain one. No assertion here depends on how fast anything ran."""
+"""`alexnet bench` (experiments/bench.py, bench_measure.py): its measuring functions at a tiny
+size on the CPU, the grouped-convolution formulation it times against the two towers, the fast
+step it times against the plain one, and the compiled network. No assertion here depends on how
+fast anything ran."""
 import json
 import statistics
 
@@ -201,3 +202,20 @@ def test_faithful_network_compiles_as_one_graph():
     traced_bf16 = _output_and_grads(compiled, params, x, torch.bfloat16)
     for traced, eager, exact in zip(traced_bf16, eager_bf16, fp32):
         assert (traced - exact).norm() <= 2 * (eager - exact).norm() + 1e-3 * exact.norm()
+
+
+def test_a_failing_section_is_reported_and_the_run_goes_on(tmp_path, monkeypatch):
+    def no_decoder(*args):
+        raise OSError("no JPEG decoder here")
+    monkeypatch.setattr(bench, "measure_pipeline", no_decoder)
+    monkeypatch.setattr(bench, "measure_end_to_end", no_decoder)
+    monkeypatch.setattr(bench, "measure_steps", lambda *a: {})
+    plan = dict(TINY, unique_images=1)
+    result = bench.run("cpu", batch=1, quick=True, compile_=False, workdir=tmp_path,
+                       log=lambda text: None, overrides=plan)
+    assert result["pipeline"] == {"error": "OSError: no JPEG decoder here"}
+    assert result["end_to_end"] == [dict(error="OSError: no JPEG decoder here", backend="cpu",
+                                         workers=0)]
+    assert result["targets"]["end_to_end_vs_model"]["status"] == "not measured (failed)"
+    text = bench.report(result)
+    assert "input pipeline alone: FAILED: OSError" in text and "ten-crop evaluation, model" in text
