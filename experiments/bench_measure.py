@@ -274,7 +274,9 @@ def measure_pipeline(root, device, batch: int, batches: int, workers, backends) 
 def measure_end_to_end(root, device, setting: Setting, batch: int, steps: int, warmup: int,
                        workers: int, backend: str) -> dict:
     """Training images/s, prepared shards → decode → augment → step (wall clock, the first
-    `warmup` steps untimed: worker start-up, cudnn autotuning, compilation)."""
+    `warmup` steps untimed: worker start-up, cudnn autotuning, compilation), then, paired with it,
+    the same network's model-only rate: `steps` more steps on the last batch, timed the same way
+    right after (a shared machine's load drifts over minutes; the pair shares it)."""
     from paper_alexnet import data
     cfg = _run_config(batch, setting, workers, backend, warmup + steps)
     torch.manual_seed(0)
@@ -293,5 +295,12 @@ def measure_end_to_end(root, device, setting: Setting, batch: int, steps: int, w
         optimizer.step()
     _sync(device)
     seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    for _ in range(steps):                      # the model alone, on the last batch
+        forward_backward(runner, optimizer, images, labels, device, setting.dtype)
+        optimizer.step()
+    _sync(device)
+    model_seconds = time.perf_counter() - t1
     return dict(backend=backend, workers=workers, steps=steps, setting=setting.label,
-                images_per_s=steps * batch / seconds, ms=1000 * seconds / steps)
+                images_per_s=steps * batch / seconds, ms=1000 * seconds / steps,
+                model_only_images_per_s=steps * batch / model_seconds)

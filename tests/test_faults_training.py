@@ -275,6 +275,7 @@ def test_torchrun_gives_up_when_restarts_run_out(data_root, ddp_reference, tmp_p
     done, seconds = ddp_train(recipe, data_root, run, fault, max_restarts=1)
     assert done.returncode != 0
     assert "ChildFailedError" in done.stderr and "rank" in done.stderr
+    assert done.stderr.count("fault injection is active on rank 1 (attempt") == 2   # restarted
     if fault.startswith("crash"):
         assert done.stderr.count("injected crash at step 3") >= 2          # both attempts
     else:
