@@ -79,7 +79,9 @@ def test_it_learns():
     torch.manual_seed(3)
     net = Figure1Net(cfg())
     x, y = torch.randn(8, 3, 32, 32) * 60, torch.arange(8) % 10
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    # lr 0.003: at 0.01 ReLU sits on the edge of divergence and the outcome depends on the
+    # thread count's rounding (seen: 1 thread learns, 2 threads do not)
+    opt = torch.optim.SGD(net.parameters(), lr=0.003, momentum=0.9)
     first = F.cross_entropy(net(x), y).item()
     for _ in range(40):
         opt.zero_grad()
