@@ -49,22 +49,13 @@ def header(name: str) -> str:
     return "\n".join(lines)
 
 
-def _flatten(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
 
 def config_diff(cfg, reference=None) -> dict:
     """{"section.key": value} for every value of `cfg` (a RunConfig or its dict) that differs from
     `reference` (default: the paper's config)."""
     values = cfg if isinstance(cfg, dict) else config.to_dict(cfg)
     reference = config.to_dict(config.RunConfig() if reference is None else reference)
-    ours, theirs = _flatten(values), _flatten(reference)
+    ours, theirs = config.flatten(values), config.flatten(reference)
     return {k: v for k, v in ours.items() if theirs.get(k, object()) != v}
 
 

@@ -248,6 +248,17 @@ def to_dict(cfg) -> dict:
             for f in dataclasses.fields(cfg)}
 
 
+def flatten(values: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 0.01}} -> {"optim.lr": 0.01}: the dotted keys of the command line."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
     """Apply `section.key=value` strings (values parsed as YAML scalars) to a nested dict copy."""
     values = yaml.safe_load(yaml.safe_dump(values)) or {}

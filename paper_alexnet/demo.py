@@ -52,8 +52,7 @@ def load_recipe(path: Path, quick: bool, overrides=()) -> tuple[config.RunConfig
 
 def deviations(cfg: config.RunConfig) -> list[str]:
     """'key: paper X -> demo Y' for every value that differs from the paper's defaults."""
-    from paper_alexnet.train import _flat
-    paper, ours = (_flat(config.to_dict(c)) for c in (config.RunConfig(), cfg))
+    paper, ours = (config.flatten(config.to_dict(c)) for c in (config.RunConfig(), cfg))
     return [f"{k}: paper {paper[k]!r} -> demo {ours[k]!r}" for k in paper if paper[k] != ours[k]]
 
 

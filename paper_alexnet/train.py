@@ -43,16 +43,6 @@ RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.checkpoint_every"
                      "train.not_learning_epochs")
 
 
-def _flat(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def resolve_run_config(requested, run_dir) -> tuple[config.RunConfig, dict]:
     """The config of the run in `run_dir` and the keys changed on resume ({key: [old, new]}).
 
@@ -68,7 +58,7 @@ def resolve_run_config(requested, run_dir) -> tuple[config.RunConfig, dict]:
     saved = config.load(saved_path)
     if requested is None:
         return saved, {}
-    old, new = _flat(config.to_dict(saved)), _flat(config.to_dict(requested))
+    old, new = config.flatten(config.to_dict(saved)), config.flatten(config.to_dict(requested))
     changes = {k: [old[k], new[k]] for k in old if old[k] != new[k]}
     refused = {k: v for k, v in changes.items() if k not in RESUME_MAY_CHANGE}
     if refused:
