@@ -13,6 +13,8 @@ renormalised by the number of channels it covers). The three conventions (PAPER.
 generic ops kept as the reference. The fast path is one autograd.Function with a hand-derived backward
 (docs/lrn.md): the channel window sum is a product with a banded C×C matrix of ones, which maps onto
 the matrix units and reads channels_last memory without a copy; the power is computed in float32.
+On CUDA it runs the Triton kernels of lrn_triton.py; inside torch.compile the fast path is the same
+formula in plain ops (`_lrn_traced`), which autograd differentiates and inductor fuses.
 """
 from __future__ import annotations
 
@@ -47,8 +49,8 @@ CONVENTIONS = {
     "caffe": Convention("caffe", size=5, alpha=1e-4, beta=0.75, k=1.0),
 }
 # "fast": the autograd.Function below, with the Triton kernels of lrn_triton.py on CUDA (torch ops on
-# CPU and inside torch.compile, where inductor fuses them); "fast-ops": the same Function with torch
-# ops everywhere (for comparisons); "reference": torch's composite.
+# CPU); "fast-ops": the same Function with torch ops everywhere (for comparisons); inside
+# torch.compile both are _lrn_traced's plain ops, which inductor fuses. "reference": torch's composite.
 IMPLS = ("fast", "fast-ops", "reference")
 _TRITON = {}   # device type -> lrn_triton module, or None where Triton cannot be imported
 
@@ -136,7 +138,7 @@ class _LRNFunction(torch.autograd.Function):
             s_over_d = s / d
             y = xf * s
         ctx.save_for_backward(x, s, s_over_d)
-        return _fresh(y.to(x.dtype))
+        return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -152,14 +154,7 @@ class _LRNFunction(torch.autograd.Function):
             # ∂b_i/∂a_j = δ_ij s_i − 2β·coef · a_i a_j (s_i / d_i) · B[i, j]; sum over i with g_i.
             t = _window_sum(torch.mul(gf, xf).mul_(s_over_d), band.t())
             gx = torch.addcmul(gf * s, xf, t, value=-2.0 * ctx.beta * ctx.coefficient)
-        return _fresh(gx.to(x.dtype)), None, None, None, None, None
-
-
-def _fresh(t: torch.Tensor) -> torch.Tensor:
-    """t, copied when traced by torch.compile. Measured with torch 2.11 (aot_eager and inductor): a
-    compiled float32 backward returned wrong gradients unless the Function's outputs were copies;
-    inductor fuses the copy away, and eager (where it was not needed) skips it."""
-    return t.clone() if torch.compiler.is_compiling() else t
+        return gx.to(x.dtype), None, None, None, None, None
 
 
 def _triton_kernels(x: torch.Tensor):

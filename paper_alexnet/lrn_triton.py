@@ -8,8 +8,12 @@ memory and one plane apart in NCHW, so the extra reads hit the caches. The backw
 the n channels its element's gradient depends on instead of storing it: the forward reads x and
 writes y, the backward reads x and g and writes ∂L/∂x, the least memory traffic the operation allows.
 Float32 arithmetic for every input dtype. No atomics: deterministic.
-Imported lazily, only when a CUDA tensor reaches the fast path.
+Imported lazily, only when a CUDA tensor reaches the fast path. With TRITON_INTERPRET=1 set before
+triton is first imported, the kernels run on CPU tensors in Triton's interpreter instead
+(tests/test_lrn_triton.py, docs/lrn.md).
 """
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -79,7 +83,10 @@ def _launch(kernel, tensors, x, size, coefficient, beta, k):
     # In memory order, channel c of element idx is (idx // stride(1)) % C in both formats.
     stride_c = x.stride(1) if x.shape[1] > 1 else 1
     grid = (triton.cdiv(x.numel(), BLOCK),)
-    with torch.cuda.device(x.device):   # Triton launches on the current device; towers may be on two
+    # Triton launches on the current device; the towers may be on two. A CPU tensor gets here only
+    # from the tests, with the kernels running in Triton's interpreter.
+    on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+    with on_device:
         kernel[grid](*tensors, x.numel(), x.shape[1], stride_c, coefficient, k,
                      BETA=beta, BEFORE=size // 2, AFTER=(size - 1) // 2, BLOCK=BLOCK, num_warps=8)
 
