@@ -69,7 +69,7 @@ def _attempt_store(rank: int, world_size: int):
     """The env:// store under a prefix of its own per torchrun attempt. torchrun --max-restarts
     keeps ONE store across restarts (torch 2.14), so a restarted group would read the previous
     attempt's keys, e.g. the dead peers' addresses, and fail with "Connection refused" (4 of
-    8 restarts here before this; pytorch/pytorch#167288). tests/test_faults_training.py."""
+    8 restarts here before this; pytorch/pytorch#167288). tests/test_faults_torchrun.py."""
     from torch.distributed.constants import default_pg_timeout
     store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=default_pg_timeout))
     store.set_timeout(default_pg_timeout)

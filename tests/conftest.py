@@ -1,3 +1,8 @@
+"""Shared by every test file: GPU tests skipped without CUDA; a tiny prepared dataset
+(make_prepared, and the module-scoped fixture data_root built from it)."""
+import os
+
+import numpy as np
 import pytest
 
 
@@ -14,3 +19,34 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def make_prepared(root, classes=4, train_per_class=16, val_per_class=4, side=72, seed=0):
+    """A tiny prepared ROOT (str): raw uint8 side×side images, one colour per class plus noise,
+    with the training split's stats. The behaviour the tests check does not depend on size."""
+    from data_prep import shards, stats
+    rng = np.random.default_rng(seed)
+    names = [(f"n{c:08d}", f"class {c}") for c in range(classes)]
+    palette = rng.integers(40, 216, size=(classes, 3))
+    for split, per in (("train", train_per_class), ("val", val_per_class)):
+        items, acc = [], stats.empty((side, side, 3))
+        for c in range(classes):
+            for k in range(per):
+                noise = rng.normal(0, 30, (side, side, 3))
+                img = np.clip(palette[c] + noise, 0, 255).astype(np.uint8)
+                items.append((img, c, f"{split}_{c}_{k}"))
+                if split == "train":
+                    stats.accumulate(acc, img)
+        shards.write_split(os.path.join(root, split), items, encoding="raw",
+                           image_shape=(side, side, 3), classes=names)
+        if split == "train":
+            stats.save(os.path.join(root, split), acc)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """make_prepared's dataset, one per test module; training on 1 thread (bit-identical runs)."""
+    import torch
+    torch.set_num_threads(1)
+    return make_prepared(tmp_path_factory.mktemp("prepared"))

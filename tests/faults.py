@@ -1,11 +1,11 @@
-"""Shared helpers of the fault-injection tests (tests/test_faults_*.py; RELIABILITY.md): a tiny
-prepared dataset, small configs, subprocess runners, directory snapshots."""
+"""Shared helpers of the fault-injection tests (tests/test_faults_*.py; RELIABILITY.md): small
+configs, subprocess runners, directory snapshots, run comparisons. The tiny prepared dataset
+(make_prepared, fixture data_root) is in conftest.py."""
 import hashlib
 import os
 import subprocess
 import sys
 
-import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,28 +15,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_NET = ["model.arch=cifar10_4layer", "model.input_size=64", "model.num_classes=4",
              "optim.lr=0.001", "optim.batch_size=8", "data.workers=0", "eval.batch_size=16",
              "eval.ten_crop=false", "model.devices=[cpu]"]
-
-
-def make_prepared(root, classes=4, train_per_class=16, val_per_class=4, side=72, seed=0):
-    """A tiny prepared ROOT: raw uint8 side×side images, one colour per class plus noise."""
-    from data_prep import shards, stats
-    rng = np.random.default_rng(seed)
-    names = [(f"n{c:08d}", f"class {c}") for c in range(classes)]
-    palette = rng.integers(40, 216, size=(classes, 3))
-    for split, per in (("train", train_per_class), ("val", val_per_class)):
-        items, acc = [], stats.empty((side, side, 3))
-        for c in range(classes):
-            for k in range(per):
-                img = np.clip(palette[c] + rng.normal(0, 30, (side, side, 3)), 0, 255)
-                img = img.astype(np.uint8)
-                items.append((img, c, f"{split}_{c}_{k}"))
-                if split == "train":
-                    stats.accumulate(acc, img)
-        shards.write_split(os.path.join(root, split), items, encoding="raw",
-                           image_shape=(side, side, 3), classes=names)
-        if split == "train":
-            stats.save(os.path.join(root, split), acc)
-    return str(root)
 
 
 def write_recipe(path, overrides):
@@ -101,3 +79,12 @@ def train_records(run_dir, kind="train"):
     from paper_alexnet import metrics
     keys = ("loss", "error") if kind == "train" else ("top1", "top5")
     return [(r["step"], *(r[k] for k in keys)) for r in metrics.read_metrics(run_dir, kind)]
+
+
+def assert_same_run(run, reference):
+    """Same train and val records and bit-identical final weights."""
+    from paper_alexnet import checkpoint
+    assert train_records(run) == train_records(reference)
+    assert train_records(run, "val") == train_records(reference, "val")
+    assert same_weights(checkpoint.load_latest(run)[1]["model"],
+                        checkpoint.load_latest(reference)[1]["model"])

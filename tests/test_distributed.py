@@ -12,7 +12,7 @@ import torch
 from paper_alexnet import checkpoint, config, metrics
 from paper_alexnet.distributed import World, local_batch_size, replica_devices
 from paper_alexnet.train import train
-from test_train import SMALL_NET, data_root  # noqa: F401  (the tiny prepared dataset fixture)
+from test_train import SMALL_NET
 
 # The Figure-1 net has no dropout: with dropout the ranks would draw their own masks (seeded by
 # (seed, step, rank)), which no single process reproduces.
@@ -29,7 +29,7 @@ def test_global_batch_is_split_evenly():
         replica_devices(World(1, 2), ("cuda:0", "cuda:1"))
 
 
-def test_two_gloo_processes_equal_one(data_root, tmp_path):  # noqa: F811
+def test_two_gloo_processes_equal_one(data_root, tmp_path):
     cfg = config.load(None, SETTINGS)
     single = tmp_path / "single"
     train(cfg, data_root, single, quiet=True)

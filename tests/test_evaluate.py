@@ -10,7 +10,7 @@ from torch import nn
 from paper_alexnet import checkpoint, config
 from paper_alexnet.evaluate import EvaluationError, count_errors, evaluate, main
 from paper_alexnet.train import train
-from test_train import SMALL_NET, data_root  # noqa: F401  (the tiny prepared dataset fixture)
+from test_train import SMALL_NET
 
 
 class ScoreNet(nn.Module):
@@ -83,7 +83,7 @@ def test_every_image_exactly_once():
         count_errors([ScoreNet(1.0)], ok, views=1, split_len=3)
 
 
-def test_alexnet_eval_writes_result_json(data_root, tmp_path):  # noqa: F811
+def test_alexnet_eval_writes_result_json(data_root, tmp_path):
     cfg = config.load(None, SMALL_NET + ["train.steps_per_epoch=2", "train.epochs=1"])
     run = tmp_path / "run"
     train(cfg, data_root, run, quiet=True)

@@ -25,7 +25,8 @@ from PIL import Image
 from data_prep import shards, synthetic
 from data_prep.__main__ import main as prep_main
 from data_prep.verify import verify
-from faults import REPO, SMALL_NET, child_env, make_prepared, snapshot, write_recipe
+from conftest import make_prepared
+from faults import REPO, SMALL_NET, child_env, snapshot, write_recipe
 
 
 class Payload:

@@ -2,7 +2,7 @@
 moments many times in a row, then finished, gives output that verifies and is byte-identical to an
 uninterrupted run; a full disk while merging stops with a clear message and a resumable state.
 (One deterministic SIGKILL after k chunks, and ENOSPC while writing chunks, are in
-tests/test_prep_imagenet.py; not repeated here.)"""
+tests/test_prep_resume.py; not repeated here.)"""
 import errno
 import os
 import random

@@ -1,11 +1,10 @@
-"""§2 ImageNet preparation end to end on tiny generated inputs in the real layouts."""
+"""§2 ImageNet preparation end to end on tiny generated inputs in the real layouts: class folders,
+the official ILSVRC-2012 and -2010 tars, the devkit (meta.mat, ground truth), flat val folders
+with label files; malicious tar members and bad images."""
 import importlib.util
 import io
 import os
-import signal
 import struct
-import subprocess
-import sys
 import tarfile
 import zlib
 
@@ -14,137 +13,13 @@ import pytest
 from PIL import Image
 
 from data_prep import stats
-from data_prep.__main__ import main
 from data_prep.imagenet import InputError, discover
-from data_prep.resize import resize_center_crop, target_size
+from data_prep.resize import resize_center_crop
 from data_prep.shards import PreparedSplit
-from data_prep.verify import digest_tree, verify
+from data_prep.verify import verify
+from raw_imagenet import (WNIDS, add, dataset, jpeg, prep, tar_bytes, val_truth, write_folders,
+                          write_official, write_tars)
 
-WNIDS = ["n01440764", "n01443537", "n02102040"]
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def jpeg(seed, size=None):
-    rng = np.random.default_rng(seed)
-    w, h = size or (int(rng.integers(40, 90)), int(rng.integers(40, 90)))
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def dataset(n_train=4, n_val=2):
-    """{split: {wnid: {file name: bytes}}} with ILSVRC-style names."""
-    out = {"train": {}, "val": {}}
-    v = 0
-    for c, w in enumerate(WNIDS):
-        out["train"][w] = {f"{w}_{i}.JPEG": jpeg(100 * c + i) for i in range(n_train)}
-        out["val"][w] = {}
-        for _ in range(n_val):
-            v += 1
-            out["val"][w][f"ILSVRC2012_val_{v:08d}.JPEG"] = jpeg(10_000 + v)
-    return out
-
-
-def write_folders(root, data):
-    for split, classes in data.items():
-        for w, files in classes.items():
-            os.makedirs(root / split / w, exist_ok=True)
-            for name, b in files.items():
-                (root / split / w / name).write_bytes(b)
-
-
-def add(tar, name, data, **kw):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    for k, v in kw.items():
-        setattr(info, k, v)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def tar_bytes(members):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        for name, data in members:
-            add(t, name, data)
-    return buf.getvalue()
-
-
-def val_truth(data):
-    return sorted((n, w) for w, files in data["val"].items() for n in files)
-
-
-def write_official(root, data, year=2012):
-    os.makedirs(root, exist_ok=True)
-    train = "ILSVRC2012_img_train.tar" if year == 2012 else "ILSVRC2010_images_train.tar"
-    with tarfile.open(root / train, "w") as outer:
-        for w, files in data["train"].items():
-            add(outer, f"{w}.tar", tar_bytes(sorted(files.items())))
-    val = sorted((n, b) for files in data["val"].values() for n, b in files.items())
-    (root / "ILSVRC2012_img_val.tar").write_bytes(tar_bytes(val))
-    ids = {w: i + 1 for i, w in enumerate(reversed(WNIDS))}  # ILSVRC IDs are NOT sorted wnids
-    truth = "".join(f"{ids[w]}\n" for _, w in val_truth(data)).encode()
-    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as dk:
-        add(dk, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", truth)
-    return ids
-
-
-def prep(args):
-    return main(["imagenet", "--chunk-size", "2", "--workers", "1"] + [str(a) for a in args])
-
-
-# --- §2 geometry ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("w,h,want", [(257, 300, (256, 299)), (300, 257, (299, 256)),
-                                      (256, 256, (256, 256)), (10, 400, (256, 10240)),
-                                      (500, 375, (341, 256))])
-def test_shorter_side_becomes_256_then_central_crop(w, h, want):
-    assert target_size(w, h) == want  # round(256 / short · long), as in Alex's pyext.cpp
-    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
-    assert resize_center_crop(img).size == (256, 256)
-
-
-def test_crop_is_central_without_resampling_at_scale_one():
-    a = np.random.default_rng(1).integers(0, 256, (300, 256, 3), dtype=np.uint8)
-    out = np.asarray(resize_center_crop(Image.fromarray(a)))
-    assert np.array_equal(out, a[22:278])  # (300 - 256) // 2 = 22
-
-
-def test_halving_is_the_area_average():
-    a = np.random.default_rng(2).integers(0, 256, (512, 600, 3), dtype=np.uint8)
-    out = np.asarray(resize_center_crop(Image.fromarray(a)), np.float64)
-    area = a.reshape(256, 2, 300, 2, 3).astype(np.float64).mean(axis=(1, 3))  # INTER_AREA
-    assert np.abs(out - area[:, 22:278]).max() <= 1.0
-
-
-# --- statistics --------------------------------------------------------------------------------
-
-def test_stats_match_numpy_on_the_same_pixels():
-    rng = np.random.default_rng(3)
-    images = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(5)]
-    acc = stats.empty((8, 8, 3))
-    for im in images[:2]:
-        stats.accumulate(acc, im)
-    acc2 = stats.empty((8, 8, 3))
-    for im in images[2:]:
-        stats.accumulate(acc2, im)
-    s = stats.finalize(stats.combine([acc, acc2]))
-    stack = np.stack(images).astype(np.float64)
-    np.testing.assert_allclose(s["mean"], stack.mean(axis=0), rtol=0, atol=1e-12)
-    cov = np.cov(stack.reshape(-1, 3).T, bias=True)
-    np.testing.assert_allclose(s["cov"], cov, rtol=1e-12)
-    np.testing.assert_allclose(s["cov"] @ s["eigvec"], s["eigvec"] * s["eigval"], atol=1e-9)
-    assert np.all(np.diff(s["eigval"]) >= 0)
-
-
-def test_reference_stats_load_and_compare_to_themselves():
-    ref = stats.load_reference()
-    np.testing.assert_allclose(ref["mean"].mean(axis=(0, 1)), [127.30, 119.72, 104.91], atol=0.01)
-    cmp = stats.compare(ref, ref)
-    np.testing.assert_allclose(cmp["pca_stdevs"], [19.72, 37.09, 121.78], atol=0.01)
-    assert cmp["mean_image_rms_difference"] == 0 and np.allclose(cmp["eigvec_abs_cosine"], 1)
-
-
-# --- layouts -----------------------------------------------------------------------------------
 
 def check_prepared(out, data):
     assert all(p == [] for p in verify(out, decode=True).values())
@@ -328,61 +203,10 @@ def test_bad_images_converted_or_rejected_and_budgeted(tmp_path, capsys):
     assert len(train) == 15 and "empty.JPEG" not in set(train.names)
 
 
-# --- parallel, resumable, deterministic --------------------------------------------------------
-
-def test_one_and_two_workers_and_any_chunking_give_identical_bytes(tmp_path):
-    write_folders(tmp_path / "raw", dataset())
-    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "w1"]) == 0
-    assert main(["imagenet", "--input", str(tmp_path / "raw"), "--out", str(tmp_path / "w2"),
-                 "--chunk-size", "3", "--workers", "2"]) == 0  # chunking does not matter either
-    assert digest_tree(tmp_path / "w1") == digest_tree(tmp_path / "w2")
-
-
-def test_sigkill_then_rerun_gives_identical_bytes(tmp_path):
-    write_folders(tmp_path / "raw", dataset())
-    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "whole"]) == 0
-    cmd = [sys.executable, "-m", "data_prep", "imagenet", "--input", str(tmp_path / "raw"),
-           "--out", str(tmp_path / "killed"), "--chunk-size", "2", "--workers", "1"]
-    env = dict(os.environ, DATA_PREP_TEST_KILL_AFTER_CHUNKS="3", PYTHONPATH=REPO)
-    run = subprocess.run(cmd, env=env, capture_output=True, cwd=REPO)
-    assert run.returncode == -signal.SIGKILL
-    parts = tmp_path / "killed" / "train" / ".parts"
-    assert len([f for f in os.listdir(parts) if f.endswith(".npz")]) == 3
-    env.pop("DATA_PREP_TEST_KILL_AFTER_CHUNKS")
-    assert subprocess.run(cmd, env=env, capture_output=True, cwd=REPO).returncode == 0
-    assert digest_tree(tmp_path / "whole") == digest_tree(tmp_path / "killed")
-
-
-def test_full_disk_stops_with_a_clear_message_and_resumes(tmp_path, monkeypatch, capsys):
-    import errno
-
-    from data_prep import pipeline
-    write_folders(tmp_path / "raw", dataset())
-    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "whole"]) == 0
-    real, calls = pipeline.write_atomic, []
-
-    def full_after_4(path, data):
-        calls.append(path)
-        if len(calls) > 4:
-            raise OSError(errno.ENOSPC, "No space left on device", path)
-        real(path, data)
-    monkeypatch.setattr(pipeline, "write_atomic", full_after_4)
-    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "full"]) == 1
-    assert "disk full" in capsys.readouterr().err
-    monkeypatch.setattr(pipeline, "write_atomic", real)
-    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "full"]) == 0
-    assert digest_tree(tmp_path / "whole") == digest_tree(tmp_path / "full")
-
-
 def test_ilsvrc_2010_official_names_with_test_split(tmp_path):
     data = dataset(n_val=1)
     raw = tmp_path / "raw"
-    os.makedirs(raw)
-    with tarfile.open(raw / "ILSVRC2010_images_train.tar", "w") as outer:
-        for w, files in data["train"].items():
-            add(outer, f"{w}.tar", tar_bytes(sorted(files.items())))
-    val = sorted((n, b) for files in data["val"].values() for n, b in files.items())
-    (raw / "ILSVRC2010_images_val.tar").write_bytes(tar_bytes(val))
+    val = write_tars(raw, data, year=2010)
     test = [(n.replace("val", "test"), b) for n, b in val]
     (raw / "ILSVRC2010_images_test.tar").write_bytes(tar_bytes(test))
     (tmp_path / "v.txt").write_text("".join(f"{w}\n" for _, w in val_truth(data)))
@@ -395,40 +219,3 @@ def test_ilsvrc_2010_official_names_with_test_split(tmp_path):
     t = PreparedSplit(tmp_path / "out" / "test")
     assert t.manifest["prep"]["source"]["year"] == 2010
     assert [WNIDS[lab] for lab in t.labels] == [w for _, w in val_truth(data)]
-
-
-def test_failure_during_the_merge_then_rerun_gives_identical_bytes(tmp_path, monkeypatch, capsys):
-    from data_prep import pipeline
-    write_folders(tmp_path / "raw", dataset())
-    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "whole"]) == 0
-    real_add, added = pipeline.ShardWriter.add, []
-
-    def crash_after_5(self, *a):
-        added.append(1)
-        if len(added) > 5:
-            raise OSError("injected failure in the middle of a shard")
-        real_add(self, *a)
-    monkeypatch.setattr(pipeline.ShardWriter, "add", crash_after_5)
-    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "x"]) == 1
-    assert not (tmp_path / "x" / "train" / "manifest.json").exists()
-    monkeypatch.setattr(pipeline.ShardWriter, "add", real_add)
-    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "x"]) == 0
-    assert digest_tree(tmp_path / "whole") == digest_tree(tmp_path / "x")
-    capsys.readouterr()
-    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "x"]) == 0  # nothing to do
-    assert "already complete" in capsys.readouterr().out
-    assert digest_tree(tmp_path / "whole") == digest_tree(tmp_path / "x")
-
-
-def test_stats_verb_compares_with_the_reference(tmp_path, capsys):
-    import json
-    write_folders(tmp_path / "raw", dataset(n_val=1))
-    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out"]) == 0
-    capsys.readouterr()
-    assert main(["stats", str(tmp_path / "out")]) == 0
-    cmp = json.loads(capsys.readouterr().out)
-    np.testing.assert_allclose(cmp["reference_channel_mean"], [127.30, 119.72, 104.91], atol=0.01)
-    ours = stats.load(tmp_path / "out")
-    np.testing.assert_allclose(cmp["channel_mean"], ours["mean"].mean(axis=(0, 1)))
-    np.testing.assert_allclose(cmp["pca_stdevs"], np.sqrt(ours["eigval"]))
-    assert main(["stats", str(tmp_path / "raw")]) == 1  # no stats there: a clear error

@@ -1,4 +1,5 @@
-"""PAPER.md §1: the synthetic ImageNet-shaped dataset, both raw layouts, through the real prep."""
+"""PAPER.md §1: the synthetic ImageNet-shaped dataset (data_prep.synthetic, its images from
+data_prep.synthetic_images), both raw layouts, through the real prep."""
 import colorsys
 import gzip
 import io
@@ -13,6 +14,7 @@ from PIL import Image
 from data_prep import matfile, synthetic
 from data_prep.__main__ import main as prep_main
 from data_prep.shards import PreparedSplit
+from data_prep.synthetic_images import class_design, image_bytes, render
 
 SMALL = dict(classes=3, train_per_class=4, val_per_class=2)
 
@@ -82,12 +84,12 @@ def test_tars_layout_is_the_official_one(tmp_path):
     leaves = [s for s in synsets if int(s["num_children"].ravel()[0]) == 0]
     assert [(int(s["ILSVRC2012_ID"].ravel()[0]), s["WNID"]) for s in leaves] == \
         [(1, "n00000001"), (2, "n00000002"), (3, "n00000003")]
-    assert leaves[0]["words"] == synthetic.class_design(0, 3)["name"]
+    assert leaves[0]["words"] == class_design(0, 3)["name"]
     # the labels the devkit gives are those of the images: same bytes as image_bytes(class, k)
     order = synthetic.val_order(2, 3, 2)
     for i, (c, k) in enumerate(order):
         assert ids[i] == c + 1
-        assert val[f"ILSVRC2012_val_{i + 1:08d}.JPEG"] == synthetic.image_bytes(2, "val", c, k, 3)
+        assert val[f"ILSVRC2012_val_{i + 1:08d}.JPEG"] == image_bytes(2, "val", c, k, 3)
 
 
 def test_mat_writer_bytes_follow_the_format():
@@ -119,11 +121,11 @@ def test_each_class_carries_its_hue():
     """The class signal is there: the dominant hue of saturated pixels is the class's hue."""
     hits = total = 0
     for c in range(10):
-        want = synthetic.class_design(c, 10)["hue"]
+        want = class_design(c, 10)["hue"]
         for k in range(2):
             rng = np.random.default_rng([0, 0, c, k])
             h, w = (int(x) for x in rng.integers(180, 501, size=2))
-            img = synthetic.render(rng, synthetic.class_design(c, 10), h, w).astype(float) / 255
+            img = render(rng, class_design(c, 10), h, w).astype(float) / 255
             centre = img[h // 2 - 20:h // 2 + 20, w // 2 - 20:w // 2 + 20].reshape(-1, 3)
             hsv = np.array([colorsys.rgb_to_hsv(*px) for px in centre[::4]])
             sat = hsv[hsv[:, 1] > 0.45]
@@ -136,7 +138,7 @@ def test_each_class_carries_its_hue():
 
 def test_designs_are_distinct_and_flip_safe():
     for n in (2, 3, 10, 25):
-        designs = [synthetic.class_design(c, n) for c in range(n)]
+        designs = [class_design(c, n) for c in range(n)]
         keys = {(round(d["hue"], 6), d["family"], d["angle"], d["period_scale"]) for d in designs}
         assert len(keys) == n
         assert all(0 <= d["angle"] < 90 for d in designs)
@@ -154,7 +156,7 @@ def test_raw_to_prepared_through_the_real_prep(tmp_path, layout):
     assert train.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert sorted(val.labels.tolist()) == [0, 0, 1, 1, 2, 2]
     assert [w for w, _ in train.classes] == ["n00000001", "n00000002", "n00000003"]
-    assert train.classes[1][1] == synthetic.class_design(1, 3)["name"]
+    assert train.classes[1][1] == class_design(1, 3)["name"]
     # val labels (from class folders, or from the devkit) are those the images were made for
     truth = {f"ILSVRC2012_val_{i + 1:08d}.JPEG": c for i, (c, _) in
              enumerate(synthetic.val_order(4, 3, 2))}

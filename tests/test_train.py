@@ -7,11 +7,9 @@ import os
 import pickle
 import re
 
-import numpy as np
 import pytest
 import torch
 
-from data_prep import shards, stats
 from paper_alexnet import checkpoint, config, metrics
 from paper_alexnet.train import NonFiniteLoss, main, resolve_run_config, train
 
@@ -21,33 +19,6 @@ ALEXNET_64 = ["model.input_size=64", "model.num_classes=4", "optim.batch_size=8"
 # The Figure-1 net: a few thousand parameters, for the tests about files rather than numbers.
 SMALL_NET = ["model.arch=cifar10_4layer", "model.input_size=64", "model.num_classes=4",
              "optim.lr=1e-4", "optim.batch_size=8", "data.workers=0", "eval.batch_size=16"]
-
-
-def make_prepared(root, classes=4, train_per_class=16, val_per_class=4, side=72, seed=0):
-    """A tiny prepared ROOT (raw uint8 side×side images, a colour per class) with its stats."""
-    rng = np.random.default_rng(seed)
-    names = [(f"n{c:08d}", f"class {c}") for c in range(classes)]
-    palette = rng.integers(40, 216, size=(classes, 3))
-    for split, per in (("train", train_per_class), ("val", val_per_class)):
-        items, acc = [], stats.empty((side, side, 3))
-        for c in range(classes):
-            for k in range(per):
-                noise = rng.normal(0, 30, (side, side, 3))
-                img = np.clip(palette[c] + noise, 0, 255).astype(np.uint8)
-                items.append((img, c, f"{split}_{c}_{k}"))
-                if split == "train":
-                    stats.accumulate(acc, img)
-        shards.write_split(os.path.join(root, split), items, encoding="raw",
-                           image_shape=(side, side, 3), classes=names)
-        if split == "train":
-            stats.save(os.path.join(root, split), acc)
-    return root
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    torch.set_num_threads(1)
-    return make_prepared(str(tmp_path_factory.mktemp("prepared")))
 
 
 def final_model(run_dir):
