@@ -2,7 +2,7 @@
 whose loss stays at chance level ("not learning").
 
 - `finite_grads(model, device)`: a 0-d bool tensor on `device`, True when every gradient element
-  is finite (the largest |g|, one foreach reduction, no host sync). train.py folds it into the same
+  is finite (their 2-norm, one foreach reduction, no host sync). train.py folds it into the same
   on-device flag as the loss check (`_check_finite`), so an infinite or NaN gradient with a finite
   loss also stops the run before the optimiser step, on every rank, naming the step.
 - `not_learning(records, num_classes, epochs)`: the §5 loss starts at ln(classes) (a uniform
@@ -28,9 +28,12 @@ def finite_grads(model: torch.nn.Module, device) -> torch.Tensor:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
         return torch.ones((), dtype=torch.bool, device=device)
-    # the inf-norm propagates NaN and inf; get_total_norm handles grads on several devices
-    largest = torch.nn.utils.get_total_norm(grads, norm_type=math.inf)
-    return torch.isfinite(largest).to(device, non_blocking=True)
+    # The 2-norm is NaN or inf when any element is, and get_total_norm handles grads on several
+    # devices. Measured on the 2-core CPU (61 M float32 gradients, 1 thread): 21 ms, against 197 ms
+    # for the inf-norm (a third of a batch-16 forward+backward). In float32 it also overflows for a
+    # norm above ~1.8e19: a run that has blown up, stopped the same way.
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    return torch.isfinite(norm).to(device, non_blocking=True)
 
 
 def epoch_losses(records: list[dict]) -> dict[int, float]:
