@@ -8,6 +8,10 @@ markdown report from the run directories (never edited by hand).
   course-notes  PAPER.md §10: single tower on Fashion-MNIST at 224
   figures       §6.1 Figures 3 and 4 of a trained run
   generate      CIFAR-10 / Fashion-MNIST stand-ins in the real file formats (no download here)
+
+Exit status: 0 done, 1 failed (a run that failed is named, and recorded in RUN/FAILED), 2 bad
+command line, 75 preempted (SIGTERM/SIGINT during training: the checkpoint is written; run the same
+command again to resume), as `alexnet train`.
 """
 from __future__ import annotations
 
@@ -123,11 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     from paper_alexnet.checkpoint import CheckpointError
     from paper_alexnet.config import ConfigError
     from paper_alexnet.evaluate import EvaluationError
+    from paper_alexnet.preemption import EXIT_PREEMPTED, Preempted
+    from experiments.runner import RunsFailed
     args = parser().parse_args(argv)
     try:
         path = run(args)
+    except Preempted as err:      # a resumable stop, as `alexnet train` reports it
+        print(f"alexnet experiment {args.command}: {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except (ConfigError, FileNotFoundError, ValueError, FormatError, CheckpointError,
-            EvaluationError) as err:
+            EvaluationError, RunsFailed) as err:
         print(f"alexnet experiment {args.command}: {err}", file=sys.stderr)
         return 1
     print(f"{'data' if args.command == 'generate' else 'report'}: {path}")

@@ -32,6 +32,14 @@ def num(x, digits: int = 2) -> str:
     return f"{float(x):.{digits}f}"
 
 
+def shown_path(path) -> str:
+    """How a report names a local path (a dataset, a run): its last component only, so that no
+    machine's absolute path ends up in a committed report ('/data/ilsvrc/prepared' -> 'prepared');
+    the report's note says what the data is."""
+    name = Path(str(path)).name
+    return name or str(path)
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     """A markdown table; cells are str()-ed, '|' escaped."""
     def cell(v):

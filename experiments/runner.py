@@ -4,17 +4,29 @@ so that `alexnet report` can regenerate its report later.
 
 Honest checkpoint choice (§6): the newest checkpoint of a finished run is evaluated, never the best
 one on the reported split. A run whose loss became NaN (train.NonFiniteLoss) is marked with an
-empty RUN/DIVERGED file and not retried (a learning-rate search expects some to diverge).
+RUN/DIVERGED file (its message names the step) and not retried (a learning-rate search expects
+some to diverge). A run that raised any other error gets RUN/FAILED (the traceback), removed when
+it later succeeds. `run_status` reads these back, so a report can say what became of every run it
+was asked for instead of leaving it out. A preempted run (paper_alexnet.preemption.Preempted) is
+neither: it is resumable, and the experiment commands exit with status 75 like `alexnet train`.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import traceback
 from pathlib import Path
 
-from paper_alexnet import checkpoint, config
+from paper_alexnet import checkpoint, config, metrics, preemption
 
 DIVERGED = "DIVERGED"
+FAILED = "FAILED"
+
+
+class RunsFailed(RuntimeError):
+    """Some runs of an experiment failed (each has RUN/FAILED); the others and the report were
+    still done."""
 
 
 def write_manifest(exp_dir: Path, manifest: dict) -> None:
@@ -83,9 +95,59 @@ def train_and_evaluate(cfg: config.RunConfig, data_root, run_dir, split: str = "
     """Train (resuming), then evaluate the final checkpoint into RUN/result.json unless that is
     already done. None if the run diverged."""
     run_dir = Path(run_dir)
-    if not train_run(cfg, data_root, run_dir, quiet=quiet):
-        return None
-    if is_evaluated(run_dir, split):
-        return json.loads((run_dir / "result.json").read_text())
-    return evaluate_into([final_checkpoint(run_dir)], data_root, split, cfg.eval.ten_crop,
-                         run_dir / "result.json")
+    try:
+        if not train_run(cfg, data_root, run_dir, quiet=quiet):
+            return None
+        if is_evaluated(run_dir, split):
+            result = json.loads((run_dir / "result.json").read_text())
+        else:
+            result = evaluate_into([final_checkpoint(run_dir)], data_root, split,
+                                   cfg.eval.ten_crop, run_dir / "result.json")
+    except preemption.Preempted:
+        raise                        # resumable: not a failure
+    except Exception:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / FAILED).write_text(traceback.format_exc())
+        raise
+    (run_dir / FAILED).unlink(missing_ok=True)
+    return result
+
+
+def run_status(run_dir, split: str, resume: str = "the same command") -> tuple[str, str]:
+    """(state, words) of one run directory, for a report: state is "finished" (result.json of
+    `split`), "diverged", "failed", "unfinished" or "not started"; words say where it stopped and
+    what to do (`resume`: the command that resumes it)."""
+    run_dir = Path(run_dir)
+    result = run_dir / "result.json"
+    if result.is_file():
+        evaluated_on = json.loads(result.read_text()).get("split")
+        if evaluated_on == split:
+            return "finished", "finished"
+    records = metrics.read_metrics(run_dir) if run_dir.is_dir() else []
+    val_steps = [int(r["step"]) for r in records if r.get("kind") == "val"]
+    if (run_dir / DIVERGED).is_file():
+        message = (run_dir / DIVERGED).read_text().strip()
+        found = re.search(r"at step (\d+)", message)
+        if found is None:
+            return "diverged", f"diverged in epoch {len(val_steps) + 1} (NaN or infinite loss)"
+        step = int(found.group(1))
+        epoch = 1 + sum(s < step for s in val_steps)
+        return "diverged", (f"diverged at epoch {epoch} (NaN or infinite loss at step {step}); "
+                            f"not retried while RUN/{DIVERGED} exists")
+    if (run_dir / FAILED).is_file():
+        lines = [x for x in (run_dir / FAILED).read_text().strip().splitlines() if x.strip()]
+        return "failed", (f"failed: {lines[-1].strip() if lines else 'no reason recorded'} "
+                          f"(traceback in RUN/{FAILED}; {resume} retries it)")
+    if not (run_dir / "config.yaml").is_file():
+        return "not started", f"not started: {resume} runs it"
+    total = config.load(run_dir / "config.yaml").train.epochs
+    events = [r for r in records if r.get("kind") == "event" and r.get("event") == "preempted"]
+    stopped = (f", preempted by {events[-1].get('signal', 'a signal')} at step {events[-1]['step']}"
+               if events and records[-1] is events[-1] else "")
+    if result.is_file():
+        return "unfinished", (f"evaluated on split {evaluated_on!r}, not {split!r}: {resume} "
+                              f"evaluates it on {split!r}")
+    if len(val_steps) >= total:
+        return "unfinished", f"trained ({total} epochs), not evaluated: {resume} evaluates it"
+    return "unfinished", (f"unfinished ({len(val_steps)} of {total} epochs done{stopped}): "
+                          f"resume with {resume}")

@@ -189,7 +189,8 @@ def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path):
     row = _numbers(text, "no_lrn")
     assert row[2] == f"{100 * var['ten_crop']['top1']:.2f}"
     assert row[4] == f"{100 * (var['ten_crop']['top1'] - base['ten_crop']['top1']):+.2f}"
-    assert "+1.4 / +1.2" in row[6]
+    assert "+1.4 / +1.2" in row[6] and row[7] == "finished"
+    assert str(tmp_path) not in text and str(imagenet_root) not in text   # no local paths
     one = _numbers(text, "one_crop")
     assert one[4] == f"{100 * (base['center']['top1'] - base['ten_crop']['top1']):+.2f}"
 

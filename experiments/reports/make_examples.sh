@@ -1,12 +1,13 @@
 #!/bin/sh
 # The commands that produced the example reports in this folder (they are copied here unedited).
 #   sh experiments/reports/make_examples.sh relu-cpu   [WORK]   Figure 1, tiny, on a CPU
-#   sh experiments/reports/make_examples.sh ablate-cpu [WORK]   ablation table + Figures 3-4, tiny, CPU
+#   sh experiments/reports/make_examples.sh ablate-demo [WORK]  ablation table + Figures 3-4: the
+#       demo's recipe and data (experiments/configs/demo.yaml), baseline, remove_conv3, no_lrn, CPU
 # WORK (default ./examples_work) holds the generated data and the runs; run from the repo root.
 # The data is GENERATED (no download here): `alexnet experiment generate cifar10` writes a learnable
 # CIFAR-like set in the real python-batch format, `alexnet prep synthetic` an ImageNet-shaped one.
 set -e
-WHAT=${1:?usage: make_examples.sh relu-cpu|ablate-cpu [WORK]}
+WHAT=${1:?usage: make_examples.sh relu-cpu|ablate-demo [WORK]}
 WORK=${2:-examples_work}
 HERE=$(cd "$(dirname "$0")" && pwd)
 # the repo's packages importable from WORK without an install; PYTHON = the interpreter to use
@@ -24,19 +25,28 @@ relu-cpu)
         data.workers=0
     rm -rf "$HERE/relu_vs_tanh_cpu_tiny" && cp -r runs_cpu/relu_vs_tanh/report "$HERE/relu_vs_tanh_cpu_tiny"
     ;;
-ablate-cpu)
-    $A prep synthetic --classes 10 --train-per-class 20 --val-per-class 5 raw/imagenet_tiny
-    $A prep imagenet --input raw/imagenet_tiny --out data/imagenet_tiny --workers 1
-    $A experiment ablate --data data/imagenet_tiny --runs runs --seeds 0,1 --quiet \
-        --note "Data: a synthetic ImageNet-shaped set (alexnet prep synthetic: 10 classes, 200 training and 50 validation images), 1 epoch of 6 steps per run on a 2-core CPU." \
-        model.num_classes=10 train.epochs=1 optim.batch_size=32 data.workers=0
-    rm -rf "$HERE/ablate_cpu_tiny" && cp -r runs/ablate/report "$HERE/ablate_cpu_tiny"
-    $A experiment figures --run-dir runs/ablate/paper/seed0 --data data/imagenet_tiny --queries 3 \
-        --out runs/figures_report
-    rm -rf "$HERE/figures_cpu_tiny" && cp -r runs/figures_report "$HERE/figures_cpu_tiny"
+ablate-demo)
+    # the demo's synthetic set and recipe (experiments/configs/demo.yaml: its `demo:` sizes and
+    # every key it changes from the paper), as `alexnet demo` makes them; prepared data is immutable
+    [ -f data/imagenet_demo/val/manifest.json ] || {
+        $A prep synthetic --classes 10 --train-per-class 160 --val-per-class 20 --seed 0 \
+            raw/imagenet_demo
+        $A prep imagenet --input raw/imagenet_demo --out data/imagenet_demo --workers 2
+    }
+    VERSIONS=$(${PYTHON:-python3} -c 'import platform, torch; print(f"torch {torch.__version__}, Python {platform.python_version()}")')
+    $A experiment ablate --data data/imagenet_demo --runs runs_demo --variants remove_conv3,no_lrn \
+        --seeds 0 --quiet \
+        --note "Data: the demo's synthetic ImageNet-shaped set (alexnet prep synthetic: 10 classes, 1,600 training and 200 validation images). Every run: the demo's recipe (experiments/configs/demo.yaml: Caffe init, batch 32, 3 epochs of 50 steps, rate divided by 10 after epoch 2), seed 0. Run $(date -u +%Y-%m-%d) on a 2-core shared CPU VM, fp32, $VERSIONS." \
+        model.num_classes=10 model.init=caffe optim.batch_size=32 schedule.kind=milestones \
+        "schedule.milestones=[2]" train.epochs=3 train.log_every=10 train.checkpoint_every=50 \
+        train.keep_last=1 data.workers=0 eval.batch_size=50
+    rm -rf "$HERE/ablate_demo_cpu" && cp -r runs_demo/ablate/report "$HERE/ablate_demo_cpu"
+    $A experiment figures --run-dir runs_demo/ablate/paper/seed0 --data data/imagenet_demo \
+        --queries 3 --out runs_demo/figures_report
+    rm -rf "$HERE/figures_demo_cpu" && cp -r runs_demo/figures_report "$HERE/figures_demo_cpu"
     ;;
 *)
-    echo "unknown example $WHAT (relu-cpu, ablate-cpu)" >&2
+    echo "unknown example $WHAT (relu-cpu, ablate-demo)" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,146 @@
+"""experiments/ablate.py and runner.py: every requested variant is in the ablation table, with its
+status when it has no numbers (a diverged no_lrn run was once left out of the table); reports name
+no absolute local path; a preempted experiment exits 75 like `alexnet train`."""
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments import ablate, cli, recipes, report, runner
+from paper_alexnet import config
+
+SCALE = ["train.epochs=3", "optim.batch_size=32", "data.workers=0", "model.num_classes=10"]
+
+
+def _row(text: str, variant: str) -> list[str]:
+    for line in text.splitlines():
+        if line.startswith(f"| {variant} |"):
+            return [c.strip() for c in line.strip("|").split("|")]
+    raise AssertionError(f"no table row for {variant!r} in:\n{text}")
+
+
+def _fake_run(run_dir: Path, variant: str, epochs_done: int, result: dict | None = None,
+              events: list[dict] = ()) -> None:
+    """A run directory as train.py and evaluate.py leave it: config.yaml, metrics.jsonl with
+    `epochs_done` epochs of 50 steps, result.json when given."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(config.dump(recipes.load_recipe(variant, SCALE)))
+    records = []
+    for e in range(1, epochs_done + 1):
+        records += [{"kind": "train", "step": 50 * e, "epoch": e, "time": 100.0 * e, "loss": 2.0,
+                     "error": 0.8, "lr": 0.01, "train_time_s": 30.0 * e},
+                    {"kind": "val", "step": 50 * e, "epoch": e, "time": 100.0 * e + 5,
+                     "top1": 0.7, "top5": 0.1}]
+    records += list(events)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if result is not None:
+        (run_dir / "result.json").write_text(json.dumps(result))
+
+
+def _result(top1: float, top5: float, split: str = "val") -> dict:
+    return {"split": split, "images": 200, "checkpoints": ["ckpt-000000150.pt"],
+            "center": {"top1": top1 + 0.01, "top5": top5}, "ten_crop": {"top1": top1, "top5": top5}}
+
+
+def test_every_requested_variant_has_a_row_with_its_status(tmp_path):
+    exp = tmp_path / "runs" / "ablate"
+    _fake_run(exp / "paper" / "seed0", "paper", 3, _result(0.515, 0.0))
+    _fake_run(exp / "remove_conv3" / "seed0", "remove_conv3", 3, _result(0.505, 0.0))
+    # the bug: no_lrn diverged in epoch 2 (no result.json) and its row was missing
+    _fake_run(exp / "no_lrn" / "seed0", "no_lrn", 1)
+    (exp / "no_lrn" / "seed0" / runner.DIVERGED).write_text(
+        "the training loss or a gradient was NaN or infinite at step 96 (detected before the "
+        "optimiser step); ...\n")
+    _fake_run(exp / "no_pca" / "seed0", "no_pca", 1,
+              events=[{"kind": "event", "step": 70, "epoch": 2, "event": "preempted",
+                       "signal": "SIGTERM"}])
+    _fake_run(exp / "no_dropout" / "seed0", "no_dropout", 0)
+    (exp / "no_dropout" / "seed0" / runner.FAILED).write_text(
+        "Traceback (most recent call last):\n  ...\nOSError: [Errno 28] No space left on device\n")
+    _fake_run(exp / "pooling_z2" / "seed0", "pooling_z2", 3, _result(0.5, 0.0, split="test"))
+    variants = ["remove_conv3", "no_lrn", "no_pca", "no_dropout", "pooling_z2", "one_tower_half"]
+    manifest = {"kind": "ablate", "data": str(tmp_path / "data" / "prepared"),
+                "variants": variants, "seeds": [0], "overrides": SCALE, "split": "val",
+                "ten_crop": True, "note": ""}
+    text = ablate.write_report(exp, manifest).read_text()
+
+    assert _row(text, "paper")[2] == "51.50" and _row(text, "paper")[7] == "finished"
+    conv3 = _row(text, "remove_conv3")
+    assert conv3[1:5] == ["1", "50.50", "0.00", "-1.00"] and conv3[7] == "finished"
+    for variant in variants[1:]:
+        assert _row(text, variant)[1:4] == ["0", "—", "—"], variant
+    assert "diverged at epoch 2 (NaN or infinite loss at step 96)" in _row(text, "no_lrn")[7]
+    assert "unfinished (1 of 3 epochs done, preempted by SIGTERM at step 70): resume with the " \
+        "same `alexnet experiment ablate` command" in _row(text, "no_pca")[7]
+    assert "failed: OSError: [Errno 28] No space left on device" in _row(text, "no_dropout")[7]
+    assert "evaluated on split 'test', not 'val'" in _row(text, "pooling_z2")[7]
+    assert "not started" in _row(text, "one_tower_half")[7]
+    assert "Status: diverged at epoch 2" in text           # the run's own section says it too
+    # item: no absolute local path (the data root, the run directories) in the report
+    assert str(tmp_path) not in text and "Data: `prepared`" in text
+
+
+def test_report_without_a_baseline_still_lists_the_variants(tmp_path):
+    exp = tmp_path / "ablate"
+    _fake_run(exp / "no_lrn" / "seed0", "no_lrn", 3, _result(0.6, 0.1))
+    manifest = {"kind": "ablate", "data": "prepared", "variants": ["no_lrn"], "seeds": [0, 1],
+                "overrides": [], "split": "val", "ten_crop": True, "note": ""}
+    text = ablate.write_report(exp, manifest).read_text()
+    assert "No evaluated baseline run yet" in text
+    assert _row(text, "paper")[7] == "seed 0: not started: the same `alexnet experiment " \
+        "ablate` command runs it; seed 1: not started: the same `alexnet experiment ablate` " \
+        "command runs it"
+    row = _row(text, "no_lrn")
+    assert row[1:5] == ["1", "60.00", "10.00", "—"]
+    assert row[7].startswith("seed 1: not started")
+
+
+def test_shown_path_keeps_only_the_last_component(tmp_path):
+    assert report.shown_path(tmp_path / "data" / "imagenet_demo") == "imagenet_demo"
+    assert report.shown_path("data/imagenet_demo/") == "imagenet_demo"
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """A prepared synthetic ImageNet-shaped set: 2 classes, 2 train and 1 val image each."""
+    from data_prep import synthetic
+    from data_prep.__main__ import main as prep
+    base = tmp_path_factory.mktemp("imagenet")
+    synthetic.generate(base / "raw", classes=2, train_per_class=2, val_per_class=1)
+    assert prep(["imagenet", "--input", str(base / "raw"), "--out", str(base / "root"),
+                 "--workers", "1"]) == 0
+    return base / "root"
+
+
+TINY = ["train.epochs=1", "train.steps_per_epoch=2", "optim.batch_size=2", "eval.batch_size=2",
+        "eval.ten_crop=false", "data.workers=0", "train.log_every=1", "model.num_classes=2",
+        "model.input_size=99"]
+
+
+def test_preempted_experiment_exits_75_and_reports_the_stop(tiny_root, tmp_path, monkeypatch):
+    """SIGTERM during the baseline's first step (the test-only fault hook sends it): the step's
+    checkpoint is written, the report says so, the command exits 75 (resumable)."""
+    monkeypatch.setenv("ALEXNET_FAULT", "sigterm:1")
+    runs = tmp_path / "runs"
+    code = cli.main(["ablate", "--data", str(tiny_root), "--runs", str(runs), "--quiet",
+                     "--variants", "no_lrn", *TINY])
+    assert code == 75
+    text = (runs / "ablate" / "report" / "report.md").read_text()
+    assert "unfinished (0 of 1 epochs done, preempted by SIGTERM at step 1)" in \
+        _row(text, "paper")[7]
+    assert "not started" in _row(text, "no_lrn")[7]
+    assert not (runs / "ablate" / "paper" / "seed0" / runner.FAILED).exists()
+    assert str(tmp_path) not in text and str(tiny_root) not in text
+
+
+def test_a_failed_run_is_recorded_and_the_command_exits_1(tiny_root, tmp_path, monkeypatch,
+                                                          capsys):
+    monkeypatch.setenv("ALEXNET_FAULT", "crash:1")      # every run crashes at its first step
+    runs = tmp_path / "runs"
+    assert cli.main(["ablate", "--data", str(tiny_root), "--runs", str(runs), "--quiet",
+                     "--variants", "no_lrn", *TINY]) == 1
+    assert "2 run(s) failed (paper seed 0, no_lrn seed 0)" in capsys.readouterr().err
+    text = (runs / "ablate" / "report" / "report.md").read_text()
+    for variant in ("paper", "no_lrn"):
+        assert "failed: " in _row(text, variant)[7] and "InjectedCrash" in _row(text, variant)[7]
+        assert (runs / "ablate" / variant / "seed0" / runner.FAILED).is_file()
