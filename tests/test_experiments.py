@@ -206,6 +206,7 @@ def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path):
     assert _numbers(text, "ours: ensemble of 2")[3] == f"{100 * ens['center']['top1']:.2f}"
     assert "| 1 CNN (Table 2) [§6 Table 2] | ILSVRC-2012 val | 10 | 40.7 | 18.2 |" in text
     assert "42.9" in text and "43.5" in text
+    assert str(tmp_path) not in text   # no local paths
 
     # `alexnet report EXP` regenerates the same report from the files
     before = text
@@ -229,6 +230,7 @@ def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path):
     assert (members[0] / "report" / "figure4_neighbours.png").is_file()
     assert re.search(r"\| tower_a \| 48 \| 0\.\d{3} \|", fig)
     assert re.search(r"\| tower_b \| 48 \| 0\.\d{3} \|", fig)
+    assert str(tmp_path) not in fig
 
 
 def _prep_small(kind: str, raw: Path, root: Path):
@@ -276,6 +278,7 @@ def test_relu_vs_tanh_end_to_end(tmp_path):
         assert (cfg.model.arch, cfg.model.activation, cfg.optim.lr, cfg.optim.weight_decay) == \
             ("cifar10_4layer", act, manifest["chosen"][act], 0.0)
     assert "INFERENCE" in text and "6x" in text and "edge of the grid" in text
+    assert str(tmp_path) not in text
     assert ("not measurable" in text) or re.search(r"\d+\.\d\dx in epochs", text)
 
 
@@ -291,6 +294,7 @@ def test_course_notes_end_to_end(tmp_path):
     assert ours[2:4] == [f"{100 * (1 - result['center']['top1']):.2f}",
                          f"{100 * result['center']['top1']:.2f}"]
     assert "88" in _numbers(text, "the notes")[2]
+    assert str(tmp_path) not in text
     cfg = rundir.read_config(runs / "course_notes" / "run")
     assert (cfg.model.layout, cfg.model.in_channels, cfg.optim.rule) == ("one_tower", 1, "torch_sgd")
 
