@@ -1,5 +1,6 @@
 """Shared by every test file: GPU tests skipped without CUDA; a tiny prepared dataset
-(make_prepared, and the module-scoped fixture data_root built from it)."""
+(make_prepared, and the module-scoped fixture data_root built from it); a prepared synthetic
+ImageNet-shaped set (prepared_synthetic)."""
 import os
 
 import numpy as np
@@ -50,3 +51,15 @@ def data_root(tmp_path_factory):
     import torch
     torch.set_num_threads(1)
     return make_prepared(tmp_path_factory.mktemp("prepared"))
+
+
+def prepared_synthetic(base, classes: int, train_per_class: int = 2, val_per_class: int = 1):
+    """`alexnet prep imagenet` over a raw synthetic ImageNet-shaped set written under `base`;
+    returns the prepared ROOT (a Path)."""
+    from data_prep import synthetic
+    from data_prep.__main__ import main as prep
+    synthetic.generate(base / "raw", classes=classes, train_per_class=train_per_class,
+                       val_per_class=val_per_class)
+    assert prep(["imagenet", "--input", str(base / "raw"), "--out", str(base / "root"),
+                 "--workers", "1"]) == 0
+    return base / "root"

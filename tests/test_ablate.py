@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from experiments import ablate, cli, recipes, report, runner
+from conftest import prepared_synthetic
 from paper_alexnet import config
 
 SCALE = ["train.epochs=3", "optim.batch_size=32", "data.workers=0", "model.num_classes=10"]
@@ -103,13 +104,7 @@ def test_shown_path_keeps_only_the_last_component(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     """A prepared synthetic ImageNet-shaped set: 2 classes, 2 train and 1 val image each."""
-    from data_prep import synthetic
-    from data_prep.__main__ import main as prep
-    base = tmp_path_factory.mktemp("imagenet")
-    synthetic.generate(base / "raw", classes=2, train_per_class=2, val_per_class=1)
-    assert prep(["imagenet", "--input", str(base / "raw"), "--out", str(base / "root"),
-                 "--workers", "1"]) == 0
-    return base / "root"
+    return prepared_synthetic(tmp_path_factory.mktemp("imagenet"), classes=2)
 
 
 TINY = ["train.epochs=1", "train.steps_per_epoch=2", "optim.batch_size=2", "eval.batch_size=2",

@@ -11,6 +11,7 @@ import pytest
 
 from experiments import ablate, cli, figures, generated, paper_numbers, recipes, relu_vs_tanh
 from experiments import report, rundir
+from conftest import prepared_synthetic
 from paper_alexnet import config
 
 TINY = ["train.epochs=1", "train.steps_per_epoch=2", "optim.batch_size=4", "eval.batch_size=8",
@@ -167,13 +168,7 @@ def _numbers(text: str, label: str) -> list[str]:
 @pytest.fixture(scope="module")
 def imagenet_root(tmp_path_factory):
     """A prepared synthetic ImageNet-shaped set: 4 classes, 2 train and 1 val image each."""
-    from data_prep import synthetic
-    from data_prep.__main__ import main as prep
-    base = tmp_path_factory.mktemp("imagenet")
-    synthetic.generate(base / "raw", classes=4, train_per_class=2, val_per_class=1)
-    assert prep(["imagenet", "--input", str(base / "raw"), "--out", str(base / "root"),
-                 "--workers", "1"]) == 0
-    return base / "root"
+    return prepared_synthetic(tmp_path_factory.mktemp("imagenet"), classes=4)
 
 
 def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path):
