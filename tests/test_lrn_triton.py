@@ -8,7 +8,10 @@ outputs; nothing of the interpreter reaches the pytest process. The tests check 
 reference in float64 and against the torch-ops path: the three conventions (they differ only in
 the kernels' runtime scalars k and coefficient), float32 and bfloat16, NCHW and channels_last,
 1, 7 and 13 channels (windows clipped at one or both sides), two program blocks with a masked tail,
-an upstream gradient in any layout, and bit-identical reruns.
+an upstream gradient in any layout, and bit-identical reruns. The same for the channels_last "rows"
+kernels (lrn_triton.CHANNELS_LAST_KERNEL = "rows-dot" or "rows-gather"), with 1, 7, 48 (conv1's),
+128 (conv2's) and 256 channels, and that they compute what "elementwise" does; that the default
+switch still sends channels_last input to "elementwise".
 Not checked here: real CUDA code generation and speed (docs/lrn.md).
 """
 import importlib.util
@@ -25,6 +28,11 @@ from paper_alexnet.lrn import CONVENTIONS, local_response_norm
 SHAPE = (2, 7, 5, 3)                 # edges and interior; every convention
 EDGE_SHAPES = [(2, 1, 4, 3),         # one channel: its window is itself
                (3, 13, 6, 5)]        # 1170 elements: two blocks of BLOCK=1024, the second masked
+ROWS_SHAPES = [(1, 7, 3, 5),     # 15 rows, one block of 128 (CP=16): every convention
+               (1, 1, 3, 5),     # one channel
+               (1, 48, 5, 7),    # conv1's channels: 35 rows, two blocks of 32 (CP=64), masked tail
+               (1, 128, 3, 7)]   # conv2's: 21 rows, two blocks of 16 (CP=128)
+ROWS_WIDE = (1, 256, 1, 17)      # one_tower's conv2 (CP=256): rows-gather only
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -38,8 +46,8 @@ def _inputs(shape, dtype, fmt, seed):
 
 
 def _cases():
-    """name -> (convention, x, upstream gradient or None for .sum()'s); seeded, so the child process
-    builds the same tensors."""
+    """name -> (convention, x, upstream gradient or None for .sum()'s, CHANNELS_LAST_KERNEL or None
+    for the default); seeded, so the child process builds the same tensors."""
     runs = [(cv, SHAPE) for cv in sorted(CONVENTIONS)] + [("paper", shape) for shape in EDGE_SHAPES]
     cases = {}
     for convention, shape in runs:
@@ -47,17 +55,32 @@ def _cases():
             for fname, fmt in FORMATS.items():
                 x, g = _inputs(shape, dtype, fmt, seed=shape[1])
                 name = f"{convention}-{dname}-{fname}-{'x'.join(map(str, shape))}"
-                cases[name] = (convention, x, g)
+                cases[name] = (convention, x, g, None)
+    designs = ("rows-dot", "rows-gather")
+    rows = [(kernel, cv, ROWS_SHAPES[0]) for kernel in designs for cv in sorted(CONVENTIONS)]
+    rows += [(kernel, "paper", shape) for kernel in designs for shape in ROWS_SHAPES[1:]]
+    for kernel, convention, shape in rows + [("rows-gather", "paper", ROWS_WIDE)]:
+        for dname, dtype in DTYPES.items():
+            x, g = _inputs(shape, dtype, torch.channels_last, seed=shape[1])
+            cases[f"{kernel}-{convention}-{dname}-channels_last-{'x'.join(map(str, shape))}"] = (
+                convention, x, g, kernel)
     for fname, fmt in FORMATS.items():
         x, g = _inputs(SHAPE, torch.float32, fmt, seed=8)
         other = torch.channels_last if fmt == torch.contiguous_format else torch.contiguous_format
-        cases[f"grad-other-layout-{fname}"] = ("paper", x, g.contiguous(memory_format=other))
-    cases["grad-of-sum-channels_last"] = ("paper", x, None)    # a stride-0 upstream gradient
+        cases[f"grad-other-layout-{fname}"] = ("paper", x, g.contiguous(memory_format=other), None)
+    cases["grad-of-sum-channels_last"] = ("paper", x, None, None)    # a stride-0 upstream gradient
+    for kernel in ("rows-dot", "rows-gather"):
+        cases[f"grad-other-layout-{kernel}"] = ("paper", x, g.contiguous(), kernel)   # g NCHW
+        cases[f"grad-of-sum-{kernel}"] = ("paper", x, None, kernel)
     return cases
 
 
 CASES = _cases()
-TWICE = [name for name in CASES if name.endswith("3x13x6x5")]
+TWICE = [name for name in CASES if name.endswith(("3x13x6x5", "1x48x5x7", "1x128x3x7"))]
+ROWS = [name for name in CASES if name.startswith("rows-")]
+LAUNCHES = {None: [("_lrn_fwd", None), ("_lrn_bwd", None)],
+            "rows-dot": [("_rows_fwd", None), ("_rows_bwd", True)],
+            "rows-gather": [("_rows_fwd", None), ("_rows_bwd", False)]}
 NO_TRITON = "triton cannot be imported"
 
 
@@ -76,9 +99,23 @@ def _toward_zero_bf16(t):
     return (t.view(torch.int32) & -65536).view(torch.float32).bfloat16()
 
 
+class _Spy:
+    """Stands in for a jitted kernel and logs (name, USE_DOT) at each launch."""
+
+    def __init__(self, name, kernel, log):
+        self.name, self.kernel, self.log = name, kernel, log
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.log.append((self.name, kwargs.get("USE_DOT")))
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
 def _run_interpreted(out_path):
-    """In the child (TRITON_INTERPRET=1): every case through lrn's fast path on the kernels; the
-    two-block cases twice, for the determinism check."""
+    """In the child (TRITON_INTERPRET=1): every case through lrn's fast path on the kernels, with
+    the kernels each launched; the two-block cases twice, for the determinism check; the rows
+    cases also on "elementwise"."""
     try:
         from triton.runtime.interpreter import InterpretedFunction
     except ImportError as error:
@@ -86,18 +123,32 @@ def _run_interpreted(out_path):
 
     from paper_alexnet import lrn, lrn_triton
     x = torch.rand(2, 7, 5, 3)
-    out = {"interpreted": isinstance(lrn_triton._lrn_fwd, InterpretedFunction)
-           and isinstance(lrn_triton._lrn_bwd, InterpretedFunction),
-           "gated": not lrn_triton.supports(x) and lrn._triton_kernels(x) is None}
+    names = ("_lrn_fwd", "_lrn_bwd", "_rows_fwd", "_rows_bwd")
+    wide = torch.zeros(1, 257, 1, 1).contiguous(memory_format=torch.channels_last)
+    out = {"interpreted": all(isinstance(getattr(lrn_triton, n), InterpretedFunction)
+                              for n in names),
+           "gated": not lrn_triton.supports(x) and lrn._triton_kernels(x) is None,
+           "default": lrn_triton.CHANNELS_LAST_KERNEL,
+           "routes": {kernel: [lrn_triton.kernel_for(t, kernel)
+                               for t in (x, wide[:, :128], wide[:, :129], wide)]
+                      for kernel in lrn_triton.KERNELS}}
+    launched = []
+    for n in names:
+        setattr(lrn_triton, n, _Spy(n, getattr(lrn_triton, n), launched))
     sent = []
     lrn._triton_kernels = lambda t: sent.append(t) or lrn_triton   # as lrn does for a CUDA tensor
     lrn._TRITON["cuda"] = lrn_triton                                # what the backward calls
-    for name, (convention, x, g) in CASES.items():
+    for name, (convention, x, g, kernel) in CASES.items():
         sent.clear()
+        lrn_triton.CHANNELS_LAST_KERNEL = kernel or out["default"]
+        launched.clear()
         runs = [_fwd_bwd(x, g, convention, "fast") for _ in range(2 if name in TWICE else 1)]
-        out[name] = {"runs": runs, "dispatched": len(sent)}
+        out[name] = {"runs": runs, "dispatched": len(sent), "launched": list(launched)}
         if x.dtype == torch.bfloat16:   # the same values in float32: the result before its rounding
             out[name]["float32"] = _fwd_bwd(x.float(), g.float(), convention, "fast")
+        lrn_triton.CHANNELS_LAST_KERNEL = "elementwise"
+        if kernel:
+            out[name]["elementwise"] = _fwd_bwd(x, g, convention, "fast")
     torch.save(out, out_path)
 
 
@@ -123,9 +174,28 @@ def test_kernels_ran_interpreted_and_stay_gated_to_cuda(interpreted):
     assert interpreted["gated"]     # production: a CPU tensor never reaches the kernels
 
 
+def test_default_switch_and_routing(interpreted):
+    # The default is the design measured on a GPU. A rows kernel takes channels_last input only,
+    # up to its widest C (1×128 and 1×256 channels here; the first tensor is NCHW).
+    assert interpreted["default"] == "elementwise"
+    assert interpreted["routes"] == {
+        "elementwise": ["elementwise"] * 4,
+        "rows-dot": ["elementwise", "rows-dot", "elementwise", "elementwise"],
+        "rows-gather": ["elementwise", "rows-gather", "rows-gather", "elementwise"]}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_switch_launches_its_kernels(interpreted, name):
+    # The default switch sends channels_last (and NCHW) to "elementwise"; "rows-dot" and
+    # "rows-gather" launch _rows_fwd and _rows_bwd, the latter with or without the dot.
+    kernel = CASES[name][3]
+    result = interpreted[name]
+    assert result["launched"] == LAUNCHES[kernel] * len(result["runs"])
+
+
 @pytest.mark.parametrize("name", [n for n in CASES if not n.startswith("grad-")])
 def test_kernels_match_reference(interpreted, name):
-    convention, x, g = CASES[name]
+    convention, x, g, _ = CASES[name]
     result = interpreted[name]
     assert result["dispatched"] == len(result["runs"]), "the fast path did not reach the kernels"
     y, gx = result["runs"][0]
@@ -154,17 +224,30 @@ def test_kernels_match_reference(interpreted, name):
 def test_backward_takes_any_gradient_layout(interpreted, name):
     # The backward kernel walks g in x's memory order: an upstream gradient in the other format,
     # or the stride-0 one of .sum(), is made dense first.
-    convention, x, g = CASES[name]
+    convention, x, g, _ = CASES[name]
     assert interpreted[name]["dispatched"] == 1
     _, gx = interpreted[name]["runs"][0]
     _, gx_ops = _fwd_bwd(x, g, convention, "fast-ops")
     torch.testing.assert_close(gx, gx_ops, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ROWS)
+def test_rows_kernels_compute_what_elementwise_does(interpreted, name):
+    # The same float32 operations: the window sums add the same squares in the same order, and
+    # rows-gather sums Bᵀ's terms in _lrn_bwd's order, so output and gradient are bit-identical.
+    # rows-dot's sum is tl.dot's (numpy's matmul here), so its gradient is equal up to rounding.
+    (y, gx), (y_e, gx_e) = interpreted[name]["runs"][0], interpreted[name]["elementwise"]
+    assert torch.equal(y, y_e)
+    if name.startswith("rows-gather"):
+        assert torch.equal(gx, gx_e)
+    tol = dict(rtol=1e-6, atol=1e-7) if y.dtype == torch.float32 else dict(rtol=0.008, atol=1e-7)
+    torch.testing.assert_close(gx, gx_e, **tol)
+
+
 def test_kernels_are_deterministic(interpreted):
-    # No atomics: the two-block cases (both dtypes and layouts) gave bit-identical outputs and
-    # gradients on their second run.
-    assert len(TWICE) == 4
+    # No atomics: the two-block cases (both dtypes and layouts; the rows kernels at 48 and 128
+    # channels) gave bit-identical outputs and gradients on their second run.
+    assert len(TWICE) == 12
     for name in TWICE:
         (y1, gx1), (y2, gx2) = interpreted[name]["runs"]
         assert torch.equal(y1, y2) and torch.equal(gx1, gx2), name
