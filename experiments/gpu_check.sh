@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The speed and GPU checks a session with a CUDA device should run (project issue 6), in one go:
-# about 5 minutes on one H100. Everything it produces goes under OUT_DIR:
+# about 6 minutes on one H100. Everything it produces goes under OUT_DIR:
 #   env.txt           nvidia-smi, CPU, versions
 #   bench_cuda.txt    `alexnet bench --device cuda --compile` tables (batch 128, bf16, channels_last)
 #   bench_cuda.json   the same figures, with hardware, versions and date
 #   pytest_gpu.txt    `pytest -m gpu` (the GPU-only tests of every part)
+#   lrn_kernels.txt   lrn_triton.compare_kernels: the three channels_last LRN kernel designs timed
+#                     against each other and the reference (decides lrn_triton.CHANNELS_LAST_KERNEL)
 #   status.txt        the exit code of each step
 # usage: experiments/gpu_check.sh OUT_DIR      (from the repository root; PYTHON=... to choose)
 set -u
@@ -32,5 +34,12 @@ echo "bench: exit $?" > "$out/status.txt"
 # 2. the GPU-only tests (LRN kernels, pipeline on CUDA, placement, training loop; ~1 min)
 timeout 150 "$py" -m pytest -q -m gpu -p no:cacheprovider > "$out/pytest_gpu.txt" 2>&1
 echo "pytest -m gpu: exit $?" >> "$out/status.txt"
+
+# 3. the LRN kernel designs side by side at the towers' conv1/conv2 sizes (~30 s; docs/lrn.md)
+timeout 90 "$py" -c "import torch; from paper_alexnet import lrn_triton as L
+for s in [(128, 48, 55, 55), (128, 128, 27, 27), (128, 96, 55, 55), (128, 256, 27, 27)]:
+    for dt in (torch.bfloat16, torch.float32): print(L.compare_kernels(s, dt), flush=True)" \
+  > "$out/lrn_kernels.txt" 2>&1
+echo "lrn kernels: exit $?" >> "$out/status.txt"
 
 cat "$out/status.txt"

@@ -203,3 +203,27 @@ def test_compiles_without_graph_break():
     (lrn_reference(x_ref) * 2).sum().backward()
     torch.testing.assert_close(y, lrn_reference(x.detach()) * 2)
     torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["elementwise", "rows-dot", "rows-gather"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_triton_kernel_matches_reference_cuda(kernel, dtype):
+    """Each channels_last kernel design of lrn_triton, compiled for the GPU (the interpreter tests
+    in test_lrn_triton.py cannot show that it compiles), against the float64 reference."""
+    from paper_alexnet import lrn_triton
+    gen = torch.Generator().manual_seed(7)
+    for channels in (7, 48, 128):
+        x = (torch.randn(3, channels, 13, 11, generator=gen) * 40).relu()
+        g = torch.randn(3, channels, 13, 11, generator=gen)
+        xd = x.to("cuda", dtype).contiguous(memory_format=torch.channels_last)
+        gd = g.to("cuda", dtype).contiguous(memory_format=torch.channels_last)
+        cv = CONVENTIONS["paper"]
+        params = (cv.size, cv.coefficient, cv.beta, cv.k)
+        y = lrn_triton.forward(xd, *params, kernel=kernel)
+        gx = lrn_triton.backward(xd, gd, *params, kernel=kernel)
+        y64, gx64 = _fwd_bwd(xd.double().cpu(), gd.double().cpu(), "paper", "reference")
+        bf16 = dtype == torch.bfloat16
+        torch.testing.assert_close(y.double().cpu(), y64, rtol=2 ** -8 if bf16 else 1e-5, atol=1e-5)
+        torch.testing.assert_close(gx.double().cpu(), gx64, rtol=2 ** -7 if bf16 else 1e-4,
+                                   atol=1e-4 if bf16 else 1e-5)
