@@ -128,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     from paper_alexnet.config import ConfigError
     from paper_alexnet.evaluate import EvaluationError
     from paper_alexnet.preemption import EXIT_PREEMPTED, Preempted
-    from experiments.runner import RunsFailed
+    from experiments.runner import RunsFailed, between_runs
     args = parser().parse_args(argv)
     try:
-        path = run(args)
+        with between_runs():
+            path = run(args)
     except Preempted as err:      # a resumable stop, as `alexnet train` reports it
         print(f"alexnet experiment {args.command}: {err}", file=sys.stderr)
         return EXIT_PREEMPTED

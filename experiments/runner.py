@@ -9,9 +9,12 @@ some to diverge). A run that raised any other error gets RUN/FAILED (the traceba
 it later succeeds. `run_status` reads these back, so a report can say what became of every run it
 was asked for instead of leaving it out. A preempted run (paper_alexnet.preemption.Preempted) is
 neither: it is resumable, and the experiment commands exit with status 75 like `alexnet train`.
+A SIGTERM or Ctrl-C that arrives outside training (between runs, during an evaluation) is held by
+`between_runs` and acted on before the next run starts: the same exit 75.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,9 +48,28 @@ def dataset_shape(data_root) -> tuple[int, int]:
     return len(split.classes), int(split.image_shape[2])
 
 
+_between_runs: list[preemption.StopRequest] = []   # the experiment command's own handlers
+
+
+@contextlib.contextmanager
+def between_runs():
+    """SIGTERM/SIGINT recorded for the whole experiment command (`train.train` installs its own
+    while it trains, then puts these back); `train_run` stops before starting another run."""
+    stop = preemption.StopRequest().install()
+    _between_runs.append(stop)
+    try:
+        yield stop
+    finally:
+        _between_runs.remove(stop)
+        stop.restore()
+
+
 def train_run(cfg: config.RunConfig, data_root, run_dir, quiet: bool = False) -> bool:
     """Train (or resume, or skip if finished) one run; False if it diverged (NaN loss)."""
     from paper_alexnet import train
+    for stop in _between_runs:
+        if stop.requested:
+            raise preemption.Preempted(stop.signal_name, None)
     run_dir = Path(run_dir)
     if (run_dir / DIVERGED).is_file():
         return False

@@ -34,9 +34,10 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Preempted(Exception):
     """Training stopped on a signal after writing the checkpoint of `global_step`."""
 
-    def __init__(self, signal_name: str, global_step: int):
-        super().__init__(f"stopped by {signal_name} after step {global_step}; the checkpoint of "
-                         f"step {global_step} is written: run the same command again to resume "
+    def __init__(self, signal_name: str, global_step: int | None):
+        where = (f"after step {global_step}; the checkpoint of step {global_step} is written"
+                 if global_step is not None else "between two runs; every run done so far is saved")
+        super().__init__(f"stopped by {signal_name} {where}: run the same command again to resume "
                          f"(exit status {EXIT_PREEMPTED})")
         self.signal_name, self.global_step = signal_name, global_step
 

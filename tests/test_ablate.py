@@ -139,3 +139,29 @@ def test_a_failed_run_is_recorded_and_the_command_exits_1(tiny_root, tmp_path, m
     for variant in ("paper", "no_lrn"):
         assert "failed: " in _row(text, variant)[7] and "InjectedCrash" in _row(text, variant)[7]
         assert (runs / "ablate" / variant / "seed0" / runner.FAILED).is_file()
+
+
+def test_sigterm_between_runs_exits_75_before_the_next_run(tiny_root, tmp_path, monkeypatch):
+    """SIGTERM while the baseline is being evaluated (outside training): the evaluation finishes,
+    the next run does not start, the command exits 75; the same command then finishes the rest."""
+    import os
+    import signal
+    evaluate_into = runner.evaluate_into
+
+    def evaluate_then_sigterm(*args, **kwargs):
+        result = evaluate_into(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)         # as a scheduler would, at this moment
+        return result
+    monkeypatch.setattr(runner, "evaluate_into", evaluate_then_sigterm)
+    runs = tmp_path / "runs"
+    command = ["ablate", "--data", str(tiny_root), "--runs", str(runs), "--quiet",
+               "--variants", "no_lrn", *TINY]
+    assert cli.main(command) == 75
+    assert (runs / "ablate" / "paper" / "seed0" / "result.json").is_file()
+    assert not (runs / "ablate" / "no_lrn").exists()
+    assert "not started" in _row((runs / "ablate" / "report" / "report.md").read_text(),
+                                 "no_lrn")[7]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # the handlers are put back
+    monkeypatch.setattr(runner, "evaluate_into", evaluate_into)
+    assert cli.main(command) == 0
+    assert _row((runs / "ablate" / "report" / "report.md").read_text(), "no_lrn")[7] == "finished"
