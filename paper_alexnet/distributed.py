@@ -55,6 +55,7 @@ def init_from_env(backend: str | None = None) -> World:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     world = World(rank, world_size, local_rank, local_world)
     if not dist.is_initialized():
+        _import_before_the_group()
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
@@ -63,6 +64,15 @@ def init_from_env(backend: str | None = None) -> World:
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
                                 store=_attempt_store(rank, world_size))
     return world
+
+
+def _import_before_the_group():
+    """Import torch.distributed.nn while no process group exists. Its functions take
+    `group=group.WORLD` as a default argument, bound at import time, and DDP's constructor imports
+    it (through torch._dynamo). Imported after init_process_group, those ten defaults hold the
+    default group for good: destroy_process_group cannot free it, and gloo's worker threads live on
+    into interpreter shutdown, where one of them aborted the process (see `shutdown`)."""
+    import torch.distributed.nn  # noqa: F401
 
 
 def _attempt_store(rank: int, world_size: int):
@@ -158,5 +168,14 @@ def barrier(world: World):
 
 
 def shutdown(world: World):
+    """Destroy the process group, and with it gloo's worker threads, before the interpreter exits.
+
+    The group is freed (its destructor joins the threads) only if nothing else holds it: call this
+    after the DDP wrapper is gone (train() has returned). A worker thread that outlives the group
+    may still hold the last collectives (train()'s final barrier keeps the all-reduce it waited
+    on); releasing their tensors takes the GIL, and a thread asking for the GIL while the
+    interpreter shuts down aborts the process ("terminate called without an active exception",
+    SIGABRT: 3 of 130 fault-free torchrun runs before `_import_before_the_group`).
+    tests/test_distributed.py checks that no gloo thread is left."""
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
