@@ -247,14 +247,15 @@ def run(device, batch: int, quick: bool, compile_: bool, workdir, log=print,
     e2e_batches = p["e2e_warmup"] + p["e2e_steps"]
     root = make_prepared_set(Path(workdir) / "prepared",
                              batch * max(p["pipeline_batches"] + 1, e2e_batches),
-                             unique=p["unique_images"])
+                             val_images=batch, unique=p["unique_images"])
     log("input pipeline ...")
     result["pipeline"] = _attempt(log, "input pipeline", measure_pipeline, root, device, batch,
                                   p["pipeline_batches"], p["pipeline_workers"], p["backends"])
     log("end to end ...")
     result["end_to_end"] = [dict(_attempt(log, f"end to end ({backend})", measure_end_to_end,
                                           root, device, fast, batch, p["e2e_steps"],
-                                          p["e2e_warmup"], w, backend), backend=backend, workers=w)
+                                          p["e2e_warmup"], w, backend, workdir),
+                                 backend=backend, workers=w)
                             for backend, w in p["e2e"]]
     result["ratios"] = ratios(result)
     result["targets"] = targets(result)

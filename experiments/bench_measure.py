@@ -272,35 +272,35 @@ def measure_pipeline(root, device, batch: int, batches: int, workers, backends) 
 
 
 def measure_end_to_end(root, device, setting: Setting, batch: int, steps: int, warmup: int,
-                       workers: int, backend: str) -> dict:
-    """Training images/s, prepared shards → decode → augment → step (wall clock, the first
-    `warmup` steps untimed: worker start-up, cudnn autotuning, compilation), then, paired with it,
-    the same network's model-only rate: `steps` more steps on the last batch, timed the same way
-    right after (a shared machine's load drifts over minutes; the pair shares it)."""
-    from paper_alexnet import data
-    cfg = _run_config(batch, setting, workers, backend, warmup + steps)
+                       workers: int, backend: str, workdir) -> dict:
+    """Training images/s of the training loop itself (`train.train`, what `alexnet train` runs:
+    prepared shards → decode → augment → forward, loss, backward, the NaN/inf checks, the §5
+    update, the running metrics), one epoch of `warmup + steps` steps logged every `warmup` steps:
+    the rate is that of the log windows after the first (worker start-up, cudnn autotuning and
+    compilation fall in the first; the epoch-end evaluation and checkpoint in none). Then, paired
+    with it, the model-only rate of the same network and setting (`make_step`: fixed batch, no
+    loader, no checks), timed right after (a shared machine's load drifts over minutes)."""
+    import shutil
+
+    from paper_alexnet import metrics, train
+    run_dir = Path(workdir) / f"end_to_end_{backend}_{workers}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    precision = "bf16" if setting.dtype == torch.bfloat16 else "fp32"
+    cfg = config.load(None, [
+        f"optim.batch_size={batch}", f"data.workers={workers}", f"data.backend={backend}",
+        f"train.steps_per_epoch={warmup + steps}", "train.epochs=1", f"train.log_every={warmup}",
+        f"train.precision={precision}", f"train.channels_last={str(setting.channels_last).lower()}",
+        f"train.compile={str(setting.compiled).lower()}", f"model.devices=[{device}]",
+        "train.keep_last=1", "train.not_learning_epochs=0", f"eval.batch_size={batch}",
+        "eval.ten_crop=false"])
+    train.train(cfg, root, run_dir, quiet=True)
+    first, *windows = metrics.read_metrics(run_dir, "train")     # first: the warm-up window
+    seconds = windows[-1]["train_time_s"] - first["train_time_s"]
+    images = sum(r["images"] for r in windows)
+    shutil.rmtree(run_dir, ignore_errors=True)                    # a 0.5 GB checkpoint
     torch.manual_seed(0)
-    net = build_variant("faithful", device)
-    fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
-    net = net.to(memory_format=fmt).train()
-    optimizer = optim.make_optimizer(net, cfg.optim)
-    runner = torch.compile(net) if setting.compiled else net
-    batches = data.train_batches(root, cfg, epoch=0, device=str(device))
-    t0 = None
-    for k, (images, labels) in enumerate(batches):
-        if k == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
-        forward_backward(runner, optimizer, images, labels, device, setting.dtype)
-        optimizer.step()
-    _sync(device)
-    seconds = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    for _ in range(steps):                      # the model alone, on the last batch
-        forward_backward(runner, optimizer, images, labels, device, setting.dtype)
-        optimizer.step()
-    _sync(device)
-    model_seconds = time.perf_counter() - t1
+    step = make_step(build_variant("faithful", device), device, setting, batch)
+    model_only = time_rounds({"faithful": step}, device, warmup, 1, steps)["faithful"][0]
     return dict(backend=backend, workers=workers, steps=steps, setting=setting.label,
-                images_per_s=steps * batch / seconds, ms=1000 * seconds / steps,
-                model_only_images_per_s=steps * batch / model_seconds)
+                images_per_s=images / seconds, ms=1000 * seconds * batch / images,
+                model_only_images_per_s=batch / model_only)
