@@ -153,6 +153,7 @@ def test_sigterm_between_runs_exits_75_before_the_next_run(tiny_root, tmp_path, 
         os.kill(os.getpid(), signal.SIGTERM)         # as a scheduler would, at this moment
         return result
     monkeypatch.setattr(runner, "evaluate_into", evaluate_then_sigterm)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     runs = tmp_path / "runs"
     command = ["ablate", "--data", str(tiny_root), "--runs", str(runs), "--quiet",
                "--variants", "no_lrn", *TINY]
@@ -161,7 +162,7 @@ def test_sigterm_between_runs_exits_75_before_the_next_run(tiny_root, tmp_path, 
     assert not (runs / "ablate" / "no_lrn").exists()
     assert "not started" in _row((runs / "ablate" / "report" / "report.md").read_text(),
                                  "no_lrn")[7]
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # the handlers are put back
+    assert {s: signal.getsignal(s) for s in handlers} == handlers   # the handlers are put back
     monkeypatch.setattr(runner, "evaluate_into", evaluate_into)
     assert cli.main(command) == 0
     assert _row((runs / "ablate" / "report" / "report.md").read_text(), "no_lrn")[7] == "finished"
