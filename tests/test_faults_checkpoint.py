@@ -16,6 +16,10 @@ from paper_alexnet import checkpoint
 
 def _save_forever(run_dir, keep_last):
     """Child process: resume from the newest checkpoint and save the next steps, forever."""
+    # A forked child must not enter OpenMP: if the parent has used its thread pool (earlier tests
+    # in the same pytest process), the child's first parallel op (torch.full of 1 MiB) hangs for
+    # ever, and every kill lands before any save (seen in the slow suite: 300 kills, no step).
+    torch.set_num_threads(1)
     found = checkpoint.load_latest(run_dir)
     step = found[1]["step"] if found else 0
     while True:
@@ -55,7 +59,8 @@ def test_sigkill_while_saving_always_leaves_a_loadable_checkpoint(tmp_path, kill
     its name says, no step goes backwards, and killed writes leave no garbage behind."""
     seed = random.SystemRandom().randrange(1 << 30)
     steps = sigkill_saving_loop(tmp_path, kills, keep_last=1, seed=seed)
-    assert steps and steps == sorted(steps), f"seed {seed}: {steps}"
+    assert len(steps) >= kills // 2, f"seed {seed}: only {len(steps)} kills found a checkpoint"
+    assert steps == sorted(steps), f"seed {seed}: {steps}"
     leftovers = [n for n in os.listdir(tmp_path / "checkpoints") if n.endswith(".tmp")]
     assert len(leftovers) <= 2, leftovers                # only the last kill's, if any
     print(f"{kills} SIGKILLs while saving (seed {seed}): newest step went 0 -> {steps[-1]}")
