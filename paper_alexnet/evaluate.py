@@ -161,6 +161,7 @@ def _format(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from data_prep.shards import FormatError
     parser = argparse.ArgumentParser(prog="alexnet eval", description="Top-1/top-5 error (§6) "
                                      "with the centre crop and ten crops; several checkpoints = "
                                      "an ensemble (softmax average).")
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoints = args.checkpoint
         result = evaluate(checkpoints, args.data, args.split, ten_crop=not args.no_ten_crop,
                           batch_size=args.batch_size)
-    except (EvaluationError, checkpoint.CheckpointError, config.ConfigError, ValueError) as err:
+    except (EvaluationError, checkpoint.CheckpointError, config.ConfigError, ValueError,
+            FormatError) as err:                     # FormatError: --data is not prepared
         print(f"alexnet eval: {err}", file=sys.stderr)
         return 1
     finally:

@@ -344,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as err:
         print(f"alexnet train: {err}", file=sys.stderr)
         return 2
+    from data_prep.shards import FormatError
     world = distributed.init_from_env()
     try:
         result = train(cfg, args.data, run_dir)
@@ -351,12 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         if world.is_main:
             print(f"alexnet train: {err}", file=sys.stderr)
         return preemption.EXIT_PREEMPTED
-    except (config.ConfigError, NonFiniteLoss, checkpoint.CheckpointError) as err:
-        print(f"alexnet train: {err}", file=sys.stderr)
+    except (config.ConfigError, NonFiniteLoss, checkpoint.CheckpointError, FormatError) as err:
+        print(f"alexnet train: {err}", file=sys.stderr)      # FormatError: --data is not prepared
         return 1
     except OSError as err:   # e.g. a full disk: checkpoints are atomic, the newest one is intact
-        print(f"alexnet train: {err}; the newest checkpoint in {run_dir} is intact: fix this "
-              "(free disk space) and run the same command to resume", file=sys.stderr)
+        print(f"alexnet train: {err}; the newest checkpoint in {run_dir} is intact: fix the cause "
+              "(e.g. free disk space) and run the same command to resume", file=sys.stderr)
         return 1
     finally:
         distributed.shutdown(world)

@@ -164,3 +164,21 @@ def test_gpu_bf16_channels_last_compile(data_root, tmp_path):
     cpu = build(dataclasses.replace(cfg.model, devices=("cpu",)))
     cpu.load_state_dict(state)                                  # strict: every name matches
     assert not any("_orig_mod" in k or k.startswith("module.") for k in state)
+
+
+def test_train_and_eval_name_unprepared_data_without_a_traceback(data_root, tmp_path, capsys):
+    """A --data folder that is not a prepared dataset: exit 1, one line naming the folder and
+    what to run, no traceback (train and eval alike)."""
+    from paper_alexnet.evaluate import main as eval_main
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train: {epochs: 1, steps_per_epoch: 1}\n")
+    missing, run = tmp_path / "not_prepared", tmp_path / "run"
+    assert main(["--config", str(recipe), "--data", str(missing), "--run-dir", str(run),
+                 *SMALL_NET]) == 1
+    err = capsys.readouterr().err
+    assert f"{missing}/train does not exist" in err and "alexnet prep" in err
+    assert "Traceback" not in err
+    train(config.load(recipe, SMALL_NET), data_root, run, quiet=True)     # a checkpoint to eval
+    assert eval_main(["--run-dir", str(run), "--data", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"{missing}/" in err and "does not exist" in err and "Traceback" not in err
