@@ -158,8 +158,8 @@ class _LRNFunction(torch.autograd.Function):
 
 
 def _triton_kernels(x: torch.Tensor):
-    """lrn_triton where x can use it (CUDA, eager, Triton importable, supported layout), else None."""
-    if not x.is_cuda or torch.compiler.is_compiling():
+    """lrn_triton where x can use it (CUDA, Triton importable, supported layout), else None."""
+    if not x.is_cuda:
         return None
     if "cuda" not in _TRITON:
         try:

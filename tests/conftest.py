@@ -25,23 +25,20 @@ def pytest_collection_modifyitems(config, items):
 def make_prepared(root, classes=4, train_per_class=16, val_per_class=4, side=72, seed=0):
     """A tiny prepared ROOT (str): raw uint8 side×side images, one colour per class plus noise,
     with the training split's stats. The behaviour the tests check does not depend on size."""
-    from data_prep import shards, stats
+    from data_prep import shards
     rng = np.random.default_rng(seed)
     names = [(f"n{c:08d}", f"class {c}") for c in range(classes)]
     palette = rng.integers(40, 216, size=(classes, 3))
     for split, per in (("train", train_per_class), ("val", val_per_class)):
-        items, acc = [], stats.empty((side, side, 3))
+        items = []
         for c in range(classes):
             for k in range(per):
                 noise = rng.normal(0, 30, (side, side, 3))
                 img = np.clip(palette[c] + noise, 0, 255).astype(np.uint8)
                 items.append((img, c, f"{split}_{c}_{k}"))
-                if split == "train":
-                    stats.accumulate(acc, img)
         shards.write_split(os.path.join(root, split), items, encoding="raw",
-                           image_shape=(side, side, 3), classes=names)
-        if split == "train":
-            stats.save(os.path.join(root, split), acc)
+                           image_shape=(side, side, 3), classes=names,
+                           compute_stats=split == "train")
     return str(root)
 
 
