@@ -1,4 +1,5 @@
-"""§2 / PAPER.md §1 "known bad files": decode any raw image to 3-channel RGB, or reject it with a reason.
+"""§2 / docs/paper.md §1 "known bad files": decode any raw image to 3-channel RGB, or reject it with
+a reason.
 
 ILSVRC-2012 train holds one PNG named n02105855_2933.JPEG and 22 CMYK JPEGs, val holds a CMYK
 JPEG, and both hold grayscale images. Each image comes out as RGB and every conversion is recorded;

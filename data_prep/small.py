@@ -1,5 +1,6 @@
-"""PAPER.md §9 and §10: the small datasets (CIFAR-10 for Figure 1, Fashion-MNIST for the course-notes
-variant), read from their official files into the same prepared format as ImageNet (§2).
+"""docs/paper.md §9 and §10: the small datasets (CIFAR-10 for Figure 1, Fashion-MNIST for the
+course-notes variant), read from their official files into the same prepared format as ImageNet
+(§2).
 
 CIFAR-10 "python version": data_batch_1..5, test_batch, batches.meta, each a pickled dict with
 b'data' (N, 3072) uint8 (1024 R, then 1024 G, then 1024 B values, each a row-major 32x32 plane),

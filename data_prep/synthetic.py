@@ -1,6 +1,6 @@
-"""PAPER.md §1 (§2 of the paper): a synthetic ImageNet-shaped dataset, generated on the spot in the
-RAW ILSVRC-2012 layout, so every stage (prep, stats, training, ten-crop evaluation) runs without a
-download. What the classes and images look like: data_prep.synthetic_images.
+"""docs/paper.md §1 (§2 of the paper): a synthetic ImageNet-shaped dataset, generated on the spot in
+the RAW ILSVRC-2012 layout, so every stage (prep, stats, training, ten-crop evaluation) runs without
+a download. What the classes and images look like: data_prep.synthetic_images.
 
 Layouts: `folders` = train/<wnid>/<wnid>_<k>.JPEG and val/<wnid>/ILSVRC2012_val_<8 digits>.JPEG;
 `tars` = the official ILSVRC2012_img_train.tar (a tar of <wnid>.tar), ILSVRC2012_img_val.tar (flat)
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="generating processes (the output does not depend on it)")
     parser.add_argument("--anomalies", action="store_true",
                         help="include a PNG named .JPEG, CMYK JPEGs and a grayscale JPEG, as in "
-                             "the real ILSVRC-2012 (PAPER.md §1)")
+                             "the real ILSVRC-2012 (docs/paper.md §1)")
     args = parser.parse_args(argv)
     last = [0.0]
 

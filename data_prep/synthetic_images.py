@@ -1,4 +1,4 @@
-"""PAPER.md §1 (§2 of the paper): the images of the synthetic ImageNet-shaped dataset
+"""docs/paper.md §1 (§2 of the paper): the images of the synthetic ImageNet-shaped dataset
 (data_prep.synthetic writes them in the raw ILSVRC-2012 layouts).
 
 Each class is a (hue, pattern) pair: a textured ellipse (stripes, checkerboard, dots, rings or
@@ -104,7 +104,7 @@ def render(rng: np.random.Generator, design: dict, height: int, width: int) -> n
 
 
 def _encode(array: np.ndarray, anomaly: str | None = None) -> bytes:
-    """JPEG bytes (quality 90), or one of the real ILSVRC-2012 anomalies (PAPER.md §1)."""
+    """JPEG bytes (quality 90), or one of the real ILSVRC-2012 anomalies (docs/paper.md §1)."""
     out = io.BytesIO()
     image = Image.fromarray(array)
     if anomaly == "png":          # like n02105855_2933.JPEG: PNG data under a .JPEG name

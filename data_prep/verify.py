@@ -1,6 +1,7 @@
-"""DESIGN decision 4: prepared data is verifiable. Re-check a split (or a ROOT of splits) against
-its manifest: files present, sizes and sha256, index consistent with the shards, counts and
-per-class histogram, labels in range, and (with decode=True) that every record decodes to its shape.
+"""docs/ARCHITECTURE.md decision 4: prepared data is verifiable. Re-check a split (or a ROOT of
+splits) against its manifest: files present, sizes and sha256, index consistent with the shards,
+counts and per-class histogram, labels in range, and (with decode=True) that every record decodes to
+its shape.
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """`alexnet experiment <name>`: the paper's experiments, one command each (§6-§8, Figure 1,
-Figures 3-4, PAPER.md §10). Every command resumes what exists under --runs and ends by writing a
-markdown report from the run directories (never edited by hand).
+Figures 3-4, docs/paper.md §10). Every command resumes what exists under --runs and ends by writing
+a markdown report from the run directories (never edited by hand).
 
   reproduce     §6 Tables 1-2: train the paper's net, one and ten crops, vs the paper and replicas
-  ablate        PAPER.md §8: baseline + variants, one or more seeds, the ablation table
+  ablate        docs/paper.md §8: baseline + variants, one or more seeds, the ablation table
   relu-vs-tanh  §3.1 Figure 1: learning-rate search per activation, then epochs to 25% train error
-  course-notes  PAPER.md §10: single tower on Fashion-MNIST at 224
+  course-notes  docs/paper.md §10: single tower on Fashion-MNIST at 224
   figures       §6.1 Figures 3 and 4 of a trained run
   generate      CIFAR-10 / Fashion-MNIST stand-ins in the real file formats (no download here)
 
@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", nargs="+", type=Path, default=[], metavar="RUN",
                    help="also evaluate these runs together (softmax average, Table 2 '5 CNNs')")
     p.add_argument("--split", help="split to evaluate (default val; test for ilsvrc2010)")
-    p = sub.add_parser("ablate", help="PAPER.md §8: the ablation table")
+    p = sub.add_parser("ablate", help="docs/paper.md §8: the ablation table")
     _common(p)
     p.add_argument("--variants", default=",".join(paper_numbers.DEFAULT_ABLATIONS),
                    help="comma-separated recipe names (default: %(default)s)")
@@ -60,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lrs", default="0.001,0.003,0.01,0.03,0.1", help="learning-rate grid")
     p.add_argument("--search-epochs", type=int, default=5)
     p.add_argument("--epochs", type=int, help="epochs of the full runs (default: the recipe's)")
-    p = sub.add_parser("course-notes", help="PAPER.md §10: Fashion-MNIST at 224, one tower")
+    p = sub.add_parser("course-notes", help="docs/paper.md §10: Fashion-MNIST at 224, one tower")
     _common(p)
     p.add_argument("--split", default="val")
     p = sub.add_parser("figures", help="§6.1 Figures 3 and 4 of a trained run")

@@ -42,12 +42,12 @@ PAPER_ROWS = {
 # Test-set top-5 of the 5-CNN ensemble (Table 2; the competition entry).
 ILSVRC2012_5CNN_TEST_TOP5 = 16.4
 
-# Public single-model replicas, single centre crop on ILSVRC-2012 val (PAPER.md §7).
+# Public single-model replicas, single centre crop on ILSVRC-2012 val (docs/paper.md §7).
 REPLICAS = {
     "caffe_bvlc_alexnet": ResultRow("Caffe bvlc_alexnet (replica)", "ILSVRC-2012", "val", 42.9,
-                                    19.8, 1, "PAPER.md §7"),
+                                    19.8, 1, "docs/paper.md §7"),
     "torchvision_alexnet": ResultRow("torchvision alexnet (single tower, not the paper's net)",
-                                     "ILSVRC-2012", "val", 43.5, 20.9, 1, "PAPER.md §7"),
+                                     "ILSVRC-2012", "val", 43.5, 20.9, 1, "docs/paper.md §7"),
 }
 
 # Which paper row a recipe reproduces (reproduce.py).
@@ -68,7 +68,7 @@ class AblationClaim:
     ref: str
 
 
-# §8 of PAPER.md. Keys are the recipe names under experiments/configs/.
+# §8 of docs/paper.md. Keys are the recipe names under experiments/configs/.
 ABLATIONS = {
     "remove_conv1": AblationClaim("remove conv1", None, None,
                                   "not claimed (conv1 is the input layer, not a middle one)", "§7"),
@@ -96,8 +96,8 @@ DEFAULT_ABLATIONS = ("remove_conv3", "remove_conv4", "remove_conv5", "no_lrn", "
 FIGURE1 = {"target_train_error": 0.25, "speedup": 6.0, "relu_epochs": 6, "tanh_epochs": 36,
            "ref": "§3.1 Figure 1"}
 
-# PAPER.md §10: the course notes' single-tower AlexNet on Fashion-MNIST resized to 224.
-COURSE_NOTES = {"test_accuracy": 0.88, "epochs": 10, "ref": "PAPER.md §10 (course notes)"}
+# docs/paper.md §10: the course notes' single-tower AlexNet on Fashion-MNIST resized to 224.
+COURSE_NOTES = {"test_accuracy": 0.88, "epochs": 10, "ref": "docs/paper.md §10 (course notes)"}
 
 # §5: training time of the paper's run.
 PAPER_TRAINING = {"epochs": 90, "days": "5-6", "hardware": "two GTX 580 3 GB", "ref": "§5"}

@@ -1,5 +1,6 @@
 """The experiments' recipes: small YAML files under experiments/configs/, each the paper's config
-(config.py's defaults) plus the few keys that make the experiment (§6-§8, Figure 1, PAPER.md §10).
+(config.py's defaults) plus the few keys that make the experiment (§6-§8, Figure 1, docs/paper.md
+§10).
 
 `load_recipe(name, overrides)` is `config.load(recipe_path(name), overrides)`; `config_diff(cfg)`
 names what a run's config changes from the paper, which is how reports recognise a run's variant

@@ -120,7 +120,7 @@ def crop_flip(images: torch.Tensor, oy, ox, flip, size: int, source=None, impl: 
 
         def on_device(a):
             # Pass pinned CPU tensors (the loader's): a copy from pageable memory would make the
-            # host wait for the stream (DESIGN decision 5).
+            # host wait for the stream (docs/ARCHITECTURE.md decision 5).
             a = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
             return a.to(dev, non_blocking=True)
         steps = torch.arange(size, device=dev)

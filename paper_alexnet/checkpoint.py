@@ -1,4 +1,4 @@
-"""Checkpoints of a run directory (DESIGN decision 6): atomic, verified, safe to load.
+"""Checkpoints of a run directory (docs/ARCHITECTURE.md decision 6): atomic, verified, safe to load.
 
 Layout: RUN/checkpoints/ckpt-<step, 9 digits>.pt, next to
 - ckpt-<step>.pt.sha256: the SHA-256 of the .pt file in `sha256sum` format (so

@@ -2,7 +2,7 @@
 
 The paper does not give this network ("a four-layer convolutional neural network"). What follows is
 an INFERENCE: the closest of the author's published CIFAR-10 configs, cuda-convnet's
-`layers-80sec.cfg` (PAPER.md §9):
+`layers-80sec.cfg` (docs/paper.md §9):
 
     conv1 5x5x32 pad 2 -> maxpool 3/2 -> conv2 5x5x32 pad 2 -> avgpool 3/2
     -> conv3 5x5x64 pad 2 -> avgpool 3/2 -> fc64 -> fc10

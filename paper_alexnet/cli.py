@@ -1,5 +1,5 @@
-"""One command line, `alexnet <verb>` (DESIGN decision 8). Each verb lives in its own module and is
-imported only when asked for, so `alexnet prep` runs without torch."""
+"""One command line, `alexnet <verb>` (docs/ARCHITECTURE.md decision 8). Each verb lives in its own
+module and is imported only when asked for, so `alexnet prep` runs without torch."""
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
-"""Run configuration (DESIGN decision 3): nested frozen dataclasses whose defaults ARE the paper.
+"""Run configuration (docs/ARCHITECTURE.md decision 3): nested frozen dataclasses whose defaults ARE
+the paper.
 
 Every default cites the section of Krizhevsky, Sutskever & Hinton (2012) it comes from; every
 deviation the paper leaves open (224 vs 227, LRN convention, PCA scaling, mean alignment, optimiser,
@@ -35,15 +36,15 @@ class ModelConfig:
 
     arch: str = _choice("alexnet", ("alexnet", "cifar10_4layer"),
                         "§3: the paper's network; cifar10_4layer = the Figure 1 net (§3.1, "
-                        "inferred from the author's layers-80sec config, PAPER.md §9)")
+                        "inferred from the author's layers-80sec config, docs/paper.md §9)")
     layout: str = _choice("two_towers", ("two_towers", "one_tower_half", "one_tower"),
                           "§3.2: two towers (paper); one_tower_half = the one-GPU control "
                           "(half the kernels in conv1-4, conv5 and FC full size); one_tower = "
-                          "full widths in a single tower (course notes, PAPER.md §10)")
-    input_size: int = _value(224, "§3.5 / PAPER.md §2: 224 crops (paper); 227 = Caffe's crops; "
+                          "full widths in a single tower (course notes, docs/paper.md §10)")
+    input_size: int = _value(224, "§3.5 / docs/paper.md §2: 224 crops (paper); 227 = Caffe's crops; "
                              "32 = CIFAR-10 as is for the Figure 1 net (cifar10_4layer)", 32)
     conv1_padding: str = _choice("alex", ("alex", "none", "1", "2"),
-                                 "PAPER.md §2: alex = zero-pad right/bottom so the last 11x11 "
+                                 "docs/paper.md §2: alex = zero-pad right/bottom so the last 11x11 "
                                  "window fits (cuda-convnet's ceil arithmetic; 224 and 227 both "
                                  "give 55); none = Caffe; 1 = course notes; 2 = torchvision")
     in_channels: int = _value(3, "§2: RGB input", 1)
@@ -51,7 +52,7 @@ class ModelConfig:
     activation: str = _choice("relu", ("relu", "tanh"), "§3.1: ReLU; tanh for Figure 1")
     lrn: str = _choice("paper", ("paper", "cuda-convnet", "caffe", "off"),
                        "§3.3: k=2, n=5, alpha=1e-4, beta=0.75 after conv1 and conv2; "
-                       "PAPER.md §3 for the three conventions")
+                       "docs/paper.md §3 for the three conventions")
     lrn_impl: str = _choice("fast", ("fast", "reference"),
                             "fast = our exact kernel; reference = the composite formula")
     pooling: str = _choice("overlapping", ("overlapping", "non_overlapping"),
@@ -67,7 +68,7 @@ class ModelConfig:
 
     @staticmethod
     def course_notes() -> "ModelConfig":
-        """PAPER.md §10: single tower, full widths, 1 input channel, no LRN, 10 classes."""
+        """docs/paper.md §10: single tower, full widths, 1 input channel, no LRN, 10 classes."""
         return ModelConfig(layout="one_tower", in_channels=1, num_classes=10, lrn="off",
                            conv1_padding="1")
 

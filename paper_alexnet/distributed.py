@@ -1,4 +1,5 @@
-"""§5 at scale (DESIGN decision 7): torchrun + DDP, each process one full two-tower replica.
+"""§5 at scale (docs/ARCHITECTURE.md decision 7): torchrun + DDP, each process one full two-tower
+replica.
 
 The paper trained one network on two GTX 580s, one tower per GPU (§3.2). Here a process holds that
 whole two-tower replica (on two GPUs, on one, or on the CPU) and DDP averages gradients between the

@@ -3,18 +3,20 @@
     b_c = a_c / (k + coefficient · Σ_{j=max(0, c−n/2)}^{min(C−1, c+n/2)} a_j²)^β     over dim 1 of (N, C, H, W)
 
 The sum runs over the channels that exist (the window is clipped at 0 and C−1, never wrapped, never
-renormalised by the number of channels it covers). The three conventions (PAPER.md §3, docs/lrn.md):
+renormalised by the number of channels it covers). The three conventions (docs/paper.md §3,
+docs/lrn.md):
 
     "paper"        coefficient α   on Σa², k=2   (as printed in §3.3; the default)
     "cuda-convnet" coefficient α/n on Σa², k=2   (Alex's code)
     "caffe"        coefficient α/n on Σa², k=1   (bvlc_alexnet)
 
-`lrn_reference` is `torch.nn.functional.local_response_norm` with PAPER.md's parameters: a chain of
-generic ops kept as the reference. The fast path is one autograd.Function with a hand-derived backward
-(docs/lrn.md): the channel window sum is a product with a banded C×C matrix of ones, which maps onto
-the matrix units and reads channels_last memory without a copy; the power is computed in float32.
-On CUDA it runs the Triton kernels of lrn_triton.py; inside torch.compile the fast path is the same
-formula in plain ops (`_lrn_traced`), which autograd differentiates and inductor fuses.
+`lrn_reference` is `torch.nn.functional.local_response_norm` with docs/paper.md's parameters: a
+chain of generic ops kept as the reference. The fast path is one autograd.Function with a
+hand-derived backward (docs/lrn.md): the channel window sum is a product with a banded C×C matrix of
+ones, which maps onto the matrix units and reads channels_last memory without a copy; the power is
+computed in float32. On CUDA it runs the Triton kernels of lrn_triton.py; inside torch.compile the
+fast path is the same formula in plain ops (`_lrn_traced`), which autograd differentiates and
+inductor fuses.
 """
 from __future__ import annotations
 
@@ -38,11 +40,11 @@ class Convention:
 
     @property
     def coefficient(self) -> float:
-        """The factor multiplying Σ_j a_j² inside the bracket (PAPER.md §3 table, column 2)."""
+        """The factor multiplying Σ_j a_j² inside the bracket (docs/paper.md §3 table, column 2)."""
         return self.alpha / self.size
 
 
-# PAPER.md §3: n=5, α=1e-4, β=0.75; the table's "torch equivalent" column, verbatim.
+# docs/paper.md §3: n=5, α=1e-4, β=0.75; the table's "torch equivalent" column, verbatim.
 CONVENTIONS = {
     "paper": Convention("paper", size=5, alpha=5e-4, beta=0.75, k=2.0),
     "cuda-convnet": Convention("cuda-convnet", size=5, alpha=1e-4, beta=0.75, k=2.0),
@@ -60,7 +62,7 @@ def get_convention(convention: str | Convention) -> Convention:
         return convention
     if convention not in CONVENTIONS:
         raise ValueError(f"paper_alexnet/lrn.py: unknown LRN convention {convention!r}; "
-                         f"choose one of {sorted(CONVENTIONS)} (PAPER.md §3)")
+                         f"choose one of {sorted(CONVENTIONS)} (docs/paper.md §3)")
     return CONVENTIONS[convention]
 
 
@@ -70,7 +72,7 @@ def _check_input(x: torch.Tensor) -> None:
 
 
 def lrn_reference(x: torch.Tensor, convention: str | Convention = "paper") -> torch.Tensor:
-    """The slow composite: torch's own LRN with the parameters of PAPER.md §3's table.
+    """The slow composite: torch's own LRN with the parameters of docs/paper.md §3's table.
 
     torch has no CPU avg_pool3d for bfloat16/float16, so there (only) it runs in float32 and rounds
     the result back; on CUDA every dtype runs as torch does it.

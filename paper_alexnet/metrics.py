@@ -1,5 +1,5 @@
-"""Metrics of a run (§6 top-1/top-5 error; DESIGN decisions 5 and 6): log file, running means,
-progress lines.
+"""Metrics of a run (§6 top-1/top-5 error; docs/ARCHITECTURE.md decisions 5 and 6): log file,
+running means, progress lines.
 
 RUN/metrics.jsonl holds one JSON object per line: {"kind": "train"|"val"|"lr"|"event", "step",
 "epoch", "time", ...values}. `step` is the number of optimiser steps done when the record was made.

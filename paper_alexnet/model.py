@@ -12,9 +12,10 @@
 
 fc8 is a single 4096 → 1000 layer (the same function as two halves whose outputs are summed, with
 one bias). Choices the paper leaves open (docs/model.md): conv1 sees a 224 crop with Alex's 3-pixel
-right/bottom zero padding, or a 227 crop (PAPER.md §2); the LRN convention (§3.3, lrn.py); dropout is
-inverted (×2 at train time, identity at test; the paper ×0.5 at test; §4.2); N(0, 0.01) init (§5).
-Ablations (§3.2–§3.4, §4.2, §7) are ModelConfig values; `architecture(cfg)` is the table they give.
+right/bottom zero padding, or a 227 crop (docs/paper.md §2); the LRN convention (§3.3, lrn.py);
+dropout is inverted (×2 at train time, identity at test; the paper ×0.5 at test; §4.2); N(0, 0.01)
+init (§5). Ablations (§3.2–§3.4, §4.2, §7) are ModelConfig values; `architecture(cfg)` is the table
+they give.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 GEOMETRY = {"conv1": (11, 4, 0), "conv2": (5, 1, 2), "conv3": (3, 1, 1), "conv4": (3, 1, 1),
             "conv5": (3, 1, 1)}
 # Kernels / units PER TOWER. §3.2's one-GPU control halves conv1-4 but keeps conv5 and the FC
-# layers full size; the course notes (PAPER.md §10) use the full widths in one tower.
+# layers full size; the course notes (docs/paper.md §10) use the full widths in one tower.
 WIDTHS = {
     "two_towers": dict(conv1=48, conv2=128, conv3=192, conv4=192, conv5=128, fc6=2048, fc7=2048),
     "one_tower_half": dict(conv1=48, conv2=128, conv3=192, conv4=192, conv5=256, fc6=4096,
@@ -83,7 +84,7 @@ class Layer:
 
 
 def conv1_padding(mode: str, height: int, width: int) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) zeros around the image before conv1 (PAPER.md §2).
+    """(left, right, top, bottom) zeros around the image before conv1 (docs/paper.md §2).
 
     "alex": Alex's code sizes conv outputs with ceil, i.e. it pads right and bottom just enough for
     the last 11×11 stride-4 window: 3 px for 224 (→ 55), 0 for 227 (→ 55). "none": Caffe (227 → 55,

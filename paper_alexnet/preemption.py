@@ -1,5 +1,5 @@
-"""§5 training runs for days (DESIGN decision 6: a run directory is the unit of work): a preempted
-run stops at a step boundary with a checkpoint, and says so with its exit status.
+"""§5 training runs for days (docs/ARCHITECTURE.md decision 6: a run directory is the unit of work):
+a preempted run stops at a step boundary with a checkpoint, and says so with its exit status.
 
 SIGTERM (what SLURM, Kubernetes, `docker stop` and torchrun send before killing) and SIGINT
 (Ctrl-C) only set a flag here (`StopRequest`). The training loop reads it after each step; when it
@@ -14,9 +14,9 @@ Latency. One process: the flag is a host boolean, read after every step (free), 
 after the step in progress. Under torchrun/DDP every rank must stop after the SAME step (they save
 one checkpoint together), so the flags are all-reduced (MAX of one int) — but only at steps that
 already synchronise (log steps, checkpoint steps) and at the end of every epoch, to keep the step
-free of host syncs (DESIGN decision 5): the run stops within `train.log_every` steps of the
-signal. A signal that comes in the last step of an epoch, or during the epoch's evaluation, is
-acted on after that epoch's evaluation and checkpoint (so a step is never checkpointed twice).
+free of host syncs (docs/ARCHITECTURE.md decision 5): the run stops within `train.log_every` steps
+of the signal. A signal that comes in the last step of an epoch, or during the epoch's evaluation,
+is acted on after that epoch's evaluation and checkpoint (so a step is never checkpointed twice).
 Keep `log_every` × step time well under the grace period of the scheduler (torchrun: 30 s between
 its SIGTERM and its SIGKILL; SLURM: `--signal` / KillWait).
 """

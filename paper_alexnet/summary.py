@@ -2,7 +2,7 @@
 parameters and the multiply-adds, the totals, which layers cross towers and where each tower runs.
 
     alexnet summary                               # the paper: 60,965,224 parameters, 0.724 GMAC
-    alexnet summary --preset course_notes         # PAPER.md §10, with the notes' shape printout
+    alexnet summary --preset course_notes         # docs/paper.md §10, the notes' shape printout
     alexnet summary --config run.yaml model.removed_layer=conv3 lrn=off
 
 Everything is computed from `model.architecture(config)` (no weights are made); tests check it
@@ -78,7 +78,7 @@ def tower_rows(cfg: ModelConfig) -> list[dict]:
 
 def shape_trace(cfg: ModelConfig, batch: int = 1) -> list[tuple[str, str, tuple]]:
     """(layer, operation, output shape) of tower A for a (batch, C, H, W) input, op by op, as the
-    course notes print it (PAPER.md §10)."""
+    course notes print it (docs/paper.md §10)."""
     from paper_alexnet.model import architecture
     ops = {"act": "ReLU" if cfg.activation == "relu" else "Tanh", "lrn": "LocalResponseNorm",
            "pool": "MaxPool2d"}
@@ -157,7 +157,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="alexnet summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="a run config YAML (its model section is summarised)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                        help="starting point: the paper (default) or the course notes (PAPER.md §10)")
+                        help="starting point: the paper (default) or the course notes "
+                             "(docs/paper.md §10)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="model overrides, e.g. lrn=off or model.removed_layer=conv3")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -1,15 +1,15 @@
 """§5: training. One flat loop: batch → forward → cross-entropy (batch mean) → backward → §5 step.
 
 `alexnet train --config FILE [--data ROOT] [--run-dir DIR] [section.key=value …]` (`main`), or
-`train(cfg, data_root, run_dir)` from Python. A run directory is the unit of work (DESIGN 6): it
-holds config.yaml, metrics.jsonl, checkpoints/ and resumes by itself from its newest valid
-checkpoint.
+`train(cfg, data_root, run_dir)` from Python. A run directory is the unit of work
+(docs/ARCHITECTURE.md decision 6): it holds config.yaml, metrics.jsonl, checkpoints/ and resumes by
+itself from its newest valid checkpoint.
 
 - After every epoch the network is evaluated on `schedule.signal_split` (centre crop) and the §5
   schedule sees that error (divide ε by 10 on a plateau, three times).
-- No host synchronisation inside the step (DESIGN 5): loss and error sums stay on the device
-  (`metrics.RunningMeans`); they are read at log steps only. The NaN guard is explained at
-  `_check_finite`.
+- No host synchronisation inside the step (docs/ARCHITECTURE.md decision 5): loss and error sums
+  stay on the device (`metrics.RunningMeans`); they are read at log steps only. The NaN guard is
+  explained at `_check_finite`.
 - Reproducibility: the weights are initialised from `train.seed`; before every step the torch RNGs
   (dropout masks) are seeded from (seed, step, rank), and augmentation draws depend only on (seed,
   epoch, image index) (augment.py). So a run killed mid-epoch and resumed from a checkpoint

@@ -1,4 +1,5 @@
-"""Bad inputs (PAPER.md §1): every case converted to RGB with a note, or rejected with a reason."""
+"""Bad inputs (docs/paper.md §1): every case converted to RGB with a note, or rejected with a
+reason."""
 import io
 import struct
 import zlib

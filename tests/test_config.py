@@ -1,5 +1,5 @@
-"""config.py (DESIGN decision 3): defaults are the paper, YAML + overrides, errors that name the key,
-frozen configs, YAML round trips."""
+"""config.py (docs/ARCHITECTURE.md decision 3): defaults are the paper, YAML + overrides, errors
+that name the key, frozen configs, YAML round trips."""
 import dataclasses
 import typing
 

@@ -1,4 +1,4 @@
-"""§3.3 LRN: test vectors of PAPER.md §3, the formula written out by hand, fast == reference
+"""§3.3 LRN: test vectors of docs/paper.md §3, the formula written out by hand, fast == reference
 (forward and backward, fp32/bf16, contiguous/channels_last), gradcheck in float64."""
 import math
 
@@ -10,10 +10,10 @@ from paper_alexnet.lrn import CONVENTIONS, LocalResponseNorm, local_response_nor
 
 IMPLS = ("fast", "fast-ops", "reference")
 
-# PAPER.md §3: 96 channels, every activation = 10 → (interior channel, channel 0).
+# docs/paper.md §3: 96 channels, every activation = 10 → (interior channel, channel 0).
 CONSTANT_VECTORS = {"paper": (5.836932, 5.880009), "cuda-convnet": (5.923835, 5.932692),
                     "caffe": (9.925650, 9.955235)}
-# PAPER.md §3: ramp a_c = c, outputs at channels 0, 1, 47, 95.
+# docs/paper.md §3: ramp a_c = c, outputs at channels 0, 1, 47, 95.
 RAMP_CHANNELS = (0, 1, 47, 95)
 RAMP_VECTORS = {"paper": (0.0, 0.594292, 20.090891, 29.996035),
                 "cuda-convnet": (0.0, 0.594541, 25.832817, 47.354087)}
@@ -30,7 +30,7 @@ def by_hand(a, coefficient, k, beta=0.75, n=5):
 
 
 def test_conventions_table():
-    # PAPER.md §3 table: coefficient on Σa² and k.
+    # docs/paper.md §3 table: coefficient on Σa² and k.
     assert CONVENTIONS["paper"].coefficient == pytest.approx(1e-4, rel=1e-12)
     assert CONVENTIONS["paper"].k == 2
     assert CONVENTIONS["cuda-convnet"].coefficient == pytest.approx(1e-4 / 5, rel=1e-12)

@@ -1,5 +1,5 @@
 """§3 / Fig. 2: shapes, parameter counts, tower connectivity, a grouped-conv second formulation,
-initialisation (§5), dropout (§4.2) and every ablation of PAPER.md §8."""
+initialisation (§5), dropout (§4.2) and every ablation of docs/paper.md §8."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ from paper_alexnet.model import architecture, build
 
 torch.set_num_threads(2)
 
-# PAPER.md §2: parameters per layer, both towers together.
+# docs/paper.md §2: parameters per layer, both towers together.
 PAPER_PARAMS = {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936,
                 "conv5": 442_624, "fc6": 37_752_832, "fc7": 16_781_312, "fc8": 4_097_000}
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")

@@ -1,5 +1,6 @@
-"""PAPER.md §9, §10: CIFAR-10 and Fashion-MNIST readers, on small files written here in the real
-formats (pickle protocol 2 dicts with bytes keys; idx with big-endian headers, gzipped or not)."""
+"""docs/paper.md §9, §10: CIFAR-10 and Fashion-MNIST readers, on small files written here in the
+real formats (pickle protocol 2 dicts with bytes keys; idx with big-endian headers, gzipped or
+not)."""
 import gzip
 import os
 import pickle

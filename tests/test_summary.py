@@ -1,5 +1,5 @@
-"""`alexnet summary`: the paper's totals (PAPER.md §2), the course notes' shape printout (§10), the
-ablations, config files and overrides, and shapes checked against the built network."""
+"""`alexnet summary`: the paper's totals (docs/paper.md §2), the course notes' shape printout (§10),
+the ablations, config files and overrides, and shapes checked against the built network."""
 import pytest
 import torch
 import yaml
@@ -33,7 +33,7 @@ def test_paper_totals_and_crossings(capsys):
 
 
 def test_macs_written_out_by_hand():
-    """conv: out_h·out_w·k²·c_in·c_out per tower; fc: in·out (PAPER.md §2: 0.666 + 0.059 G)."""
+    """conv: out_h·out_w·k²·c_in·c_out per tower; fc: in·out (docs/paper.md §2: 0.666 + 0.059 G)."""
     rows = {r["name"]: r for r in tower_rows(ModelConfig())}
     assert rows["conv1"]["macs"] == 55 * 55 * 11 * 11 * 3 * 48
     assert rows["conv3"]["macs"] == 13 * 13 * 3 * 3 * 256 * 192
@@ -48,7 +48,7 @@ def test_course_notes_preset_prints_the_notes_shapes(capsys):
     assert rc == 0
     trace = shape_trace(ModelConfig.course_notes())
     sides = [shape[-1] for name, op, shape in trace if op in ("Conv2d", "MaxPool2d")]
-    assert sides == [54, 26, 26, 12, 12, 12, 12, 5]      # PAPER.md §10
+    assert sides == [54, 26, 26, 12, 12, 12, 12, 5]      # docs/paper.md §10
     assert ("", "Flatten", (1, 6400)) in trace
     assert trace[-1] == ("fc8", "Linear", (1, 10))
     assert "Flatten output shape:" in out and "(1, 6400)" in out

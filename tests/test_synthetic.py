@@ -1,4 +1,4 @@
-"""PAPER.md §1: the synthetic ImageNet-shaped dataset (data_prep.synthetic, its images from
+"""docs/paper.md §1: the synthetic ImageNet-shaped dataset (data_prep.synthetic, its images from
 data_prep.synthetic_images), both raw layouts, through the real prep."""
 import colorsys
 import gzip
