@@ -109,6 +109,9 @@ class OptimConfig:
     momentum: float = _value(0.9, "§5: momentum 0.9", 0.0)
     weight_decay: float = _value(0.0005, "§5: weight decay 0.0005", 0.0)
     decay_biases: bool = _value(False, "§5 / author's configs: no weight decay on biases")
+    bias_lr_scale: float = _value(1.0, "§5 gives one rate to all parameters; the author's layer "
+                                  "configs give biases twice the weights' rate (epsB = 2 epsW): "
+                                  "2.0", 0.0)
     batch_size: int = _value(128, "§5: batch of 128 examples (global, whatever the world size)",
                              1)
 

@@ -14,8 +14,10 @@ torch's step ε·b shrinks tenfold at once. `rule: torch_sgd` in the config sele
 the loss's job (`cross_entropy(..., reduction="mean")` over the global batch), not the optimiser's.
 
 Weight decay applies to weights only by default (the author's layer configs set no decay on biases;
-`optim.decay_biases=true` decays them too). Parameter groups are chosen by tensor rank, never by
-name: ndim ≥ 2 → "weights" (conv kernels, fc matrices), ndim ≤ 1 → "biases".
+`optim.decay_biases=true` decays them too). Biases learn at `optim.bias_lr_scale` times the rate
+(1 = the paper's single ε; the author's configs use 2: epsB = 2·epsW); every group keeps its scale
+through schedule drops. Parameter groups are chosen by tensor rank, never by name: ndim ≥ 2 →
+"weights" (conv kernels, fc matrices), ndim ≤ 1 → "biases".
 
 API
 - `PaperSGD(params, lr, momentum, weight_decay, fused=None)`: a `torch.optim.SGD` whose momentum
@@ -100,7 +102,8 @@ def _fusable(params) -> bool:
 
 
 def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
-    """Weights (ndim ≥ 2) with weight decay; biases (ndim ≤ 1) with it only if cfg.decay_biases.
+    """Weights (ndim ≥ 2) with weight decay; biases (ndim ≤ 1) with it only if cfg.decay_biases,
+    at cfg.bias_lr_scale times the rate (`lr_scale` of the group, kept by the schedule).
 
     By rank, never by name: LRN has no parameters, and any 1-d tensor (bias, or a norm's scale in a
     variant) is treated as a bias. Parameters with requires_grad=False are left out. Empty groups
@@ -110,9 +113,10 @@ def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
     for p in model.parameters():   # deduplicated: a shared tensor appears once
         if p.requires_grad:
             (weights if p.ndim >= 2 else biases).append(p)
-    groups = [dict(params=weights, weight_decay=cfg.weight_decay, group="weights"),
+    groups = [dict(params=weights, weight_decay=cfg.weight_decay, group="weights",
+                   lr=cfg.lr, lr_scale=1.0),
               dict(params=biases, weight_decay=cfg.weight_decay if cfg.decay_biases else 0.0,
-                   group="biases")]
+                   group="biases", lr=cfg.lr * cfg.bias_lr_scale, lr_scale=cfg.bias_lr_scale)]
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError(f"model {type(model).__name__} has no trainable parameters")
@@ -174,7 +178,7 @@ class Schedule:
 
     def _apply(self):
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
 
     def _drop(self, epoch: int):
         self.drops += 1
@@ -227,5 +231,6 @@ def make_schedule(cfg: ScheduleConfig, optimizer: torch.optim.Optimizer,
                   base_lr: float | None = None) -> Schedule:
     """The §5 schedule; base_lr defaults to the optimiser's current rate (optim.lr)."""
     if base_lr is None:
-        base_lr = optimizer.param_groups[0]["lr"]
+        group = optimizer.param_groups[0]
+        base_lr = group["lr"] / group.get("lr_scale", 1.0)
     return Schedule(cfg, optimizer, base_lr)

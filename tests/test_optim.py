@@ -35,8 +35,9 @@ def grads_of(model, x, y):
     return [p.grad.clone() for p in model.parameters()]
 
 
-def hand_rule(model, data, lrs, m, wd, decay_biases):
-    """The §5 equation, one tensor at a time, in float64 on a copy of the model."""
+def hand_rule(model, data, lrs, m, wd, decay_biases, bias_scale=1.0):
+    """The §5 equation, one tensor at a time, in float64 on a copy of the model; biases at
+    bias_scale times the rate (the author's epsB = 2 epsW)."""
     model = copy.deepcopy(model).double()
     vs = [torch.zeros_like(p) for p in model.parameters()]
     for (x, y), lr in zip(data, lrs):
@@ -44,7 +45,8 @@ def hand_rule(model, data, lrs, m, wd, decay_biases):
         with torch.no_grad():
             for p, g, v in zip(model.parameters(), gs, vs):
                 d = wd if (p.ndim >= 2 or decay_biases) else 0.0
-                v.copy_(m * v - d * lr * p - lr * g)   # v <- m v - wd eps w - eps grad
+                eps = lr if p.ndim >= 2 else lr * bias_scale
+                v.copy_(m * v - d * eps * p - eps * g)   # v <- m v - wd eps w - eps grad
                 p.copy_(p + v)                         # w <- w + v
     return [p.detach() for p in model.parameters()], vs
 
@@ -83,6 +85,35 @@ def test_paper_rule_matches_hand_equation_across_lr_drop(decay_biases, fused):
     for p, w, v in zip(trained.parameters(), ref_w, ref_v):
         torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(opt.velocity(p), v, rtol=1e-10, atol=1e-14)
+
+
+def test_bias_lr_scale_hand_rule_across_a_drop():
+    """optim.bias_lr_scale=2 (the author's epsB = 2 epsW): the paper rule with biases at twice the
+    weights' rate, through a drop made by the schedule (both rates divided by 10, factor kept)."""
+    torch.manual_seed(0)
+    model, data = Tiny(), batches(8)
+    cfg = OptimConfig(lr=0.1, momentum=0.9, weight_decay=0.01, bias_lr_scale=2.0)
+    trained = copy.deepcopy(model).double()
+    opt = make_optimizer(trained, cfg)
+    schedule = make_schedule(ScheduleConfig(kind="milestones", milestones=(2,)), opt)
+    lrs = []
+    for step, (x, y) in enumerate(data, 1):
+        lrs.append(schedule.lr)
+        grads_of(trained, x.double(), y)
+        opt.step()
+        if step % 2 == 0:
+            schedule.observe(step // 2, None)
+    assert lrs == pytest.approx([0.1] * 4 + [0.01] * 4)
+    assert {g["group"]: g["lr"] for g in opt.param_groups} == pytest.approx(
+        {"weights": 0.01, "biases": 0.02})
+    ref_w, ref_v = hand_rule(model, data, lrs, 0.9, 0.01, False, bias_scale=2.0)
+    for p, w, v in zip(trained.parameters(), ref_w, ref_v):
+        torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(opt.velocity(p), v, rtol=1e-10, atol=1e-14)
+    single, _ = hand_rule(model, data, lrs, 0.9, 0.01, False, bias_scale=1.0)
+    for p, w in zip(trained.parameters(), single):   # the scale is not a no-op on biases
+        if p.ndim == 1:
+            assert not torch.allclose(p.detach(), w, rtol=0, atol=1e-6)
 
 
 def test_bias_decay_switch_changes_only_biases():
