@@ -57,8 +57,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("relu-vs-tanh", help="§3.1 Figure 1")
     _common(p)
     p.add_argument("--arch", default="cifar10_4layer", choices=("cifar10_4layer", "alexnet"))
-    p.add_argument("--lrs", default="0.001,0.003,0.01,0.03,0.1", help="learning-rate grid")
-    p.add_argument("--search-epochs", type=int, default=5)
+    p.add_argument("--lrs", default="0.0003,0.001,0.003,0.01,0.03",
+                   help="coarse learning-rate grid, extended past an edge that wins and refined "
+                        "around the winner (default: %(default)s)")
+    p.add_argument("--search-epochs", type=int, default=3,
+                   help="epochs of each search run (default: %(default)s)")
     p.add_argument("--epochs", type=int, help="epochs of the full runs (default: the recipe's)")
     p = sub.add_parser("course-notes", help="docs/paper.md §10: Fashion-MNIST at 224, one tower")
     _common(p)

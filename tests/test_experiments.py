@@ -59,6 +59,22 @@ def test_figure1_and_course_notes_recipes_have_no_regularisation():
 
 # ------------------------------------------------------------------------------ pure functions
 
+def test_next_rates_extends_past_a_winning_edge_then_refines_once():
+    slow, fast = [0.8, 0.7], [0.6, 0.5]
+    # the lowest rate wins: one grid step below it (the ratio of the two lowest)
+    assert relu_vs_tanh.next_rates({0.001: fast, 0.003: slow, 0.01: slow}, False) == \
+        ("extend", [0.00033])
+    # the highest wins: one step above; a diverged higher rate makes it interior
+    assert relu_vs_tanh.next_rates({0.001: slow, 0.01: fast}, False) == ("extend", [0.1])
+    assert relu_vs_tanh.next_rates({0.001: slow, 0.01: fast, 0.1: None}, True) == ("done", [])
+    # inside: the geometric midpoints on both sides, once
+    assert relu_vs_tanh.next_rates({0.001: slow, 0.003: fast, 0.01: slow}, False) == \
+        ("refine", [0.0017, 0.0055])
+    assert relu_vs_tanh.next_rates({0.001: slow, 0.003: fast, 0.01: slow}, True) == ("done", [])
+    # every rate diverged: go lower
+    assert relu_vs_tanh.next_rates({0.01: None, 0.03: None}, False) == ("extend", [0.0033])
+
+
 def test_pick_fastest_scripted_case():
     trials = {
         0.001: [0.80, 0.60, 0.45, 0.35, 0.30],     # never reaches 25%
@@ -262,17 +278,24 @@ def test_relu_vs_tanh_end_to_end(tmp_path):
     text = (exp / "report" / "report.md").read_text()
     manifest = json.loads((exp / "experiment.json").read_text())
     for act in ("relu", "tanh"):
-        trials = {lr: _epoch_errors(exp / "search" / act / f"lr{lr:g}") for lr in (0.01, 0.03)}
-        assert manifest["chosen"][act] == relu_vs_tanh.pick_fastest(trials)[0]
-        full = exp / "full" / act / f"lr{manifest['chosen'][act]:g}"
+        searched = manifest["searched"][act]
+        assert {"0.01", "0.03"} <= set(searched) and searched["0.01"] == "grid"
+        trials = {float(lr): _epoch_errors(exp / "search" / act / f"lr{lr}") for lr in searched}
+        best = manifest["chosen"][act]
+        assert best == relu_vs_tanh.pick_fastest(trials)[0]
+        # the search ends with the chosen rate inside what was tried (or 3 steps past an edge)
+        phase, _ = relu_vs_tanh.next_rates(trials, refined=True)
+        assert phase == "done" or sum(p == "extend" for p in searched.values()) == 3
+        full = exp / "full" / act / f"lr{best:g}"
         errors = _epoch_errors(full)
-        assert len(errors) == 2
-        row = _numbers(text, act + " | " + f"{manifest['chosen'][act]:g} | 2 |")
+        assert len(errors) == 2                       # 25% is not reached: runs to --epochs
+        assert errors[0] == trials[best][0]           # continues its search run
+        row = _numbers(text, act + " | " + f"{best:g} | 2 |")
         assert row[5] == f"{100 * errors[-1]:.2f}"
         cfg = rundir.read_config(full)
-        assert (cfg.model.arch, cfg.model.activation, cfg.optim.lr, cfg.optim.weight_decay) == \
-            ("cifar10_4layer", act, manifest["chosen"][act], 0.0)
-    assert "INFERENCE" in text and "6x" in text and "edge of the grid" in text
+        assert (cfg.model.arch, cfg.model.activation, cfg.optim.lr, cfg.optim.weight_decay,
+                cfg.optim.bias_lr_scale) == ("cifar10_4layer", act, best, 0.0, 2.0)
+    assert "INFERENCE" in text and "6x" in text and "biases at 2x the rate" in text
     assert str(tmp_path) not in text
     assert ("not measurable" in text) or re.search(r"\d+\.\d\dx in epochs", text)
 
