@@ -1,0 +1,63 @@
+"""experiments/real_data.py: the real-data inputs of the example reports, rebuilt from public copies
+(here: files written in the same shape, a truncated gzip like the public Fashion-MNIST copy)."""
+import gzip
+import zlib
+
+import numpy as np
+import pytest
+
+from data_prep import small
+from experiments import real_data
+from experiments.generated import _idx
+
+
+def _truncated_fashion(folder, n=40, keep_images=25.5):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    folder.mkdir()
+    _idx(folder / "train-images-idx3-ubyte.gz", images)
+    _idx(folder / "train-labels-idx1-ubyte.gz", labels)
+    # cut the compressed file where the stream holds about `keep_images` images
+    full = (folder / "train-images-idx3-ubyte.gz").read_bytes()
+    raw = gzip.decompress(full)
+    def inflated(cut):
+        return len(zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(full[:cut]))
+    lo, hi = 0, len(full)                  # the longest cut that inflates to <= keep_images
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if inflated(mid) <= 16 + keep_images * 784 else (lo, mid)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(full[:lo])
+    got = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(full[:lo])
+    assert len(got) < len(raw)
+    return images, labels, (len(got) - 16) // 784
+
+
+def test_fashion_prefix_keeps_the_first_images_and_their_labels(tmp_path):
+    images, labels, complete = _truncated_fashion(tmp_path / "src")
+    with pytest.raises(small.SmallDataError):      # the prep verb keeps refusing the cut file
+        small.read_idx(str(tmp_path / "src" / "train-images-idx3-ubyte.gz"), small.IDX_IMAGES)
+    summary = real_data.fashion_mnist_prefix(tmp_path / "src", tmp_path / "out", count=20, test=5)
+    assert summary["complete_images_in_source"] == complete >= 20
+    dataset = small.load_fashion_mnist(tmp_path / "out")
+    x, y, _ = dataset["train"]
+    np.testing.assert_array_equal(x[..., 0], images[:15])
+    np.testing.assert_array_equal(y, labels[:15])
+    x, y, _ = dataset["val"]
+    np.testing.assert_array_equal(x[..., 0], images[15:20])
+    np.testing.assert_array_equal(y, labels[15:20])
+    with pytest.raises(ValueError, match="fewer than --count"):
+        real_data.fashion_mnist_prefix(tmp_path / "src", tmp_path / "out2", count=complete + 1,
+                                       test=5)
+
+
+def test_ilsvrc_sample_becomes_class_folders(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("n01440764_tench.JPEG", "n01443537_goldfish.JPEG", "README.md"):
+        (src / name).write_bytes(b"x")
+    assert real_data.ilsvrc_sample(src, tmp_path / "out") == {"images": 2, "classes": 2}
+    assert (tmp_path / "out" / "train" / "n01440764" / "n01440764_tench.JPEG").read_bytes() == b"x"
+    assert (tmp_path / "out" / "synset_words.txt").read_text() == \
+        "n01440764 tench\nn01443537 goldfish\n"
+    assert real_data.main(["ilsvrc-sample", str(tmp_path / "empty"), str(tmp_path / "o")]) == 1
