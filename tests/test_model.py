@@ -258,6 +258,18 @@ def test_conv3_removed_rewires_conv4_to_both_towers():
     assert model2.tower_a.fc6.in_features == 9216
 
 
+def test_removing_conv5_enlarges_fc6_by_half():
+    """docs/model.md and the remove_conv5 recipe: fc6 sees 2 × 192×6×6 = 13,824 inputs, not 9,216,
+    so it gains 4,608 × 2,048 = 9,437,184 parameters per tower (+50%); the net has 79,396,968.
+    (The built net has architecture()'s count: test_every_ablation_builds_and_trains_one_step.)"""
+    paper, cut = (dict((layer.name, layer) for layer in architecture(cfg))
+                  for cfg in (ModelConfig(), ModelConfig(removed_layer="conv5")))
+    assert (paper["fc6"].in_features, cut["fc6"].in_features) == (9216, 13824)
+    assert cut["fc6"].params - paper["fc6"].params == 9_437_184
+    assert (PAPER_PARAMS["fc6"], 2 * cut["fc6"].params) == (37_752_832, 56_627_200)   # +50.0%
+    assert sum(layer.params * layer.towers for layer in cut.values()) == 79_396_968
+
+
 def test_one_tower_half_is_the_papers_one_gpu_control():
     model = AlexNet(ModelConfig(layout="one_tower_half"))
     assert model.tower_b is None
