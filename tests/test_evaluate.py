@@ -23,7 +23,7 @@ class Readout(nn.Module):
     """A net whose logits are written by hand: channels [first, first + 7) of each 1×1 "image".
 
     In training mode it scores the classes in reverse order (a stand-in for dropout that changes
-    the answer, deterministically): a count made with the net left in training mode is wrong.
+    the answer, deterministically; test_nets_are_counted_in_eval_mode_and_left_in_their_own_mode).
     Built in training mode, like any module."""
 
     input_device = output_device = torch.device("cpu")
@@ -64,7 +64,11 @@ LABELS = {"A": 0, "B": 3, "C": 6, "D": 2}
 IMAGES = {"A": IMAGE_A, "B": IMAGE_B, "C": IMAGE_C, "D": IMAGE_D}
 # By hand: top-1 wrong for B, C, D: 3/4 = 0.75; top-5 wrong for D only: 1/4 = 0.25.
 # Top-4 would make C wrong too (0.5), top-6 would make D right (0.0), top-2 as "top-1" would make
-# B right (0.5); any wrong averaging rule makes A wrong (top-1 1.0).
+# B right (0.5); any wrong averaging rule makes A wrong (top-1 1.0). Interleaving the views of the
+# four images (image j averaging rows j, j+4, …, j+36 of the batch) makes every top-1 wrong (1.0):
+# e.g. "image 0" = rows 0 (SURE_0), 4 (LEAN_1), 8 (SURE_3), 12, 16 (B), 20, 24, 28 (C), 32, 36 (D):
+# class 0 (90 + 1 + 1 + 2·20 + 3·2 + 2·8)/10 = 15.4 < class 3 (1 + 6 + 94 + 2·25 + 3·20 + 2·30)/10
+# = 27.1; the labels of images 0–3 then rank 3rd, 2nd, 7th and 3rd.
 TOP1, TOP5 = 0.75, 0.25
 
 
