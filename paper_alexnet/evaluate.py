@@ -15,6 +15,7 @@ split is seen exactly once (across ranks too): the count of each index is checke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -46,10 +47,7 @@ def count_errors(models, batches, *, views: int, split_len: int, world=None, dty
     out_device = models[0].output_device
     sums = torch.zeros(2 * (len(models) + 1), dtype=torch.float64, device=out_device)
     seen = []
-    was_training = [m.training for m in models]
-    for m in models:
-        m.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _eval_mode(models):
         for images, labels, indices in batches:
             n = labels.shape[0]
             if images.shape[0] != n * views:
@@ -68,8 +66,6 @@ def count_errors(models, batches, *, views: int, split_len: int, world=None, dty
                 sums[2 * j] += e1
                 sums[2 * j + 1] += e5
             seen.append(torch.as_tensor(indices).cpu())
-    for m, mode in zip(models, was_training):
-        m.train(mode)
     index_space = np.arange(split_len) if index_space is None else np.asarray(index_space)
     _check_coverage(torch.cat(seen) if seen else torch.zeros(0, dtype=torch.int64), index_space,
                     world)
@@ -79,6 +75,20 @@ def count_errors(models, batches, *, views: int, split_len: int, world=None, dty
     return dict(images=len(index_space), top1=values[0], top5=values[1],
                 members=[dict(top1=values[2 * j], top5=values[2 * j + 1])
                          for j in range(1, len(models) + 1)])
+
+
+@contextlib.contextmanager
+def _eval_mode(models):
+    """Every net in eval mode (dropout off, §4.2) inside; each back in its own mode after, also
+    when the evaluation fails."""
+    was_training = [m.training for m in models]
+    try:
+        for m in models:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(models, was_training):
+            m.train(mode)
 
 
 def _check_coverage(seen: torch.Tensor, index_space: np.ndarray, world):

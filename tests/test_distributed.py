@@ -1,7 +1,7 @@
 """distributed.py: two gloo processes under torchrun, each with half of every global batch, end with
 the same parameters as one process on the whole batches (DDP averages the two half-batch means =
-the mean over the global batch, §5); only rank 0 writes files; `shutdown` leaves no gloo thread
-behind."""
+the mean over the global batch, §5); two processes evaluating their shares of the images give
+exactly one process's errors; only rank 0 writes files; `shutdown` leaves no gloo thread behind."""
 import json
 import os
 import socket
@@ -13,7 +13,9 @@ import torch
 
 from paper_alexnet import checkpoint, config, metrics
 from paper_alexnet.distributed import World, local_batch_size, replica_devices
+from paper_alexnet.evaluate import evaluate
 from paper_alexnet.train import train
+from conftest import make_prepared
 from faults import REPO, child_env
 from test_train import SMALL_NET
 
@@ -61,6 +63,39 @@ def test_two_gloo_processes_equal_one(data_root, tmp_path):
     assert [r["images"] for r in train_records] == [8, 8, 8]      # 2 ranks x 4 = the global batch
     single_losses = [r["loss"] for r in metrics.read_metrics(single, "train")]
     assert [r["loss"] for r in train_records] == pytest.approx(single_losses, rel=1e-5)
+
+
+def test_two_gloo_processes_evaluate_as_one(tmp_path):
+    """`alexnet eval` of a two-net ensemble, centre crop and ten crops, as two gloo processes (each
+    evaluates its share of the images; the error sums are all-reduced) equals one process exactly.
+    21 val images of 7 classes: shares of 11 and 10, in batches of 4, so every count ends in a
+    partial batch, and the ranks' and the single process's batches all differ."""
+    root = make_prepared(tmp_path / "data", classes=7, train_per_class=2, val_per_class=3)
+    nets = []
+    for seed in (0, 1):
+        cfg = config.load(None, SMALL_NET + ["model.num_classes=7", "train.steps_per_epoch=1",
+                                             "train.epochs=1", f"train.seed={seed}",
+                                             "eval.ten_crop=true"])
+        train(cfg, root, tmp_path / f"net{seed}", quiet=True)
+        nets.append(checkpoint.load_latest(tmp_path / f"net{seed}")[0])
+    one = evaluate(nets, root, "val", ten_crop=True, batch_size=4)
+
+    out = tmp_path / "two.json"
+    args = [sys.executable, "-m", "paper_alexnet", "eval", "--data", root, "--out", str(out),
+            "--batch-size", "4", *[a for net in nets for a in ("--checkpoint", str(net))]]
+    world = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=free_port(), WORLD_SIZE=2,
+                 LOCAL_WORLD_SIZE=2)
+    ranks = [subprocess.Popen(args, cwd=REPO, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE,
+                              env=child_env(**world, RANK=r, LOCAL_RANK=r)) for r in (0, 1)]
+    for p in ranks:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    two = json.loads(out.read_text())
+    assert two["images"] == one["images"] == 21
+    for view in ("center", "ten_crop"):
+        assert two[view] == one[view]               # exactly: sums of whole counts, one division
+        assert 0 < one[view]["top1"] < 1, one[view]         # not a trivial number
 
 
 # A DDP step, the last collectives train() makes (an all-reduce, then a barrier), then shutdown.

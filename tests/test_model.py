@@ -160,23 +160,60 @@ def test_paper_initialisation():
     assert torch.all(caffe.tower_a.fc7.bias == 0.1) and torch.all(caffe.tower_a.conv3.bias == 0)
 
 
-def test_dropout_is_inverted_on_fc6_and_fc7_outputs(paper):
-    """Training: each fc6 unit reaching fc7 is 0 or 2x its test-time value (§4.2, inverted)."""
-    x = torch.randn(2, 3, 224, 224)
-    inputs = []
-    hook = paper.tower_a.fc7.register_forward_hook(lambda m, i, o: inputs.append(i[0]))
-    with torch.no_grad():
-        test_value = paper(x)
-        paper.train()
-        torch.manual_seed(3)
-        train_value = paper(x)
-        paper.eval()
-    hook.remove()
-    test_in, train_in = inputs
-    kept = train_in != 0
-    assert 0.4 < kept.float().mean() < 0.6
-    torch.testing.assert_close(train_in[kept], 2 * test_in[kept])
-    assert not torch.allclose(test_value, train_value)
+def _dropout_pass(model, x, training: bool, seed: int = 3):
+    """One forward in the given mode: each tower's fc6 and fc7 outputs (before ReLU), each tower's
+    fc7 input and fc8's input."""
+    seen, hooks = {}, []
+    for tag, tower in (("a", model.tower_a), ("b", model.tower_b)):
+        hooks.append(tower.fc6.register_forward_hook(
+            lambda m, i, o, tag=tag: seen.__setitem__("fc6_" + tag, o)))
+        hooks.append(tower.fc7.register_forward_hook(
+            lambda m, i, o, tag=tag: seen.update({"fc7_in_" + tag: i[0], "fc7_" + tag: o})))
+    hooks.append(model.fc8.register_forward_hook(lambda m, i, o: seen.__setitem__("fc8_in", i[0])))
+    was_training = model.training
+    try:
+        model.train(training)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            seen["logits"] = model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _assert_inverted_dropout(dropped, undropped):
+    """Each of the 4096 inputs (tower A's 2048 units, then tower B's) is 0 or exactly 2x its value
+    with dropout off, and about half of each tower's units are kept (§4.2, p = 0.5)."""
+    kept = dropped != 0
+    assert torch.equal(dropped[kept], 2 * undropped[kept])
+    for half in (slice(0, 2048), slice(2048, 4096)):               # tower A's units, tower B's
+        alive = undropped[:, half] != 0
+        assert alive.float().mean() > 0.5          # most ReLU outputs are not 0 (bias 1, §5)
+        assert 0.45 < kept[:, half][alive].float().mean() < 0.55
+
+
+def test_dropout_halves_the_inputs_of_fc7_and_fc8_in_both_towers(paper):
+    """§4.2, inverted: in training mode every input of fc7 and of fc8 is 0 or exactly twice its
+    value with dropout off, about half kept, in both towers; in eval mode the inputs are the ReLU
+    outputs as they are, and two passes are identical."""
+    x = torch.randn(2, 3, 224, 224) * 50
+    test, again = _dropout_pass(paper, x, training=False), _dropout_pass(paper, x, False, seed=4)
+    assert all(torch.equal(test[k], again[k]) for k in test)              # eval: deterministic
+    fc6 = torch.cat([test["fc6_a"], test["fc6_b"]], dim=1).relu()       # (2, 4096) both towers
+    assert torch.equal(test["fc7_in_a"], fc6) and torch.equal(test["fc7_in_b"], fc6)
+    assert torch.equal(test["fc8_in"], torch.cat([test["fc7_a"], test["fc7_b"]], dim=1).relu())
+
+    train = _dropout_pass(paper, x, training=True)
+    assert torch.equal(train["fc6_a"], test["fc6_a"]) and torch.equal(train["fc6_b"], test["fc6_b"])
+    # both towers' fc7 see the same dropped fc6 units (one mask per unit, §4.2)
+    assert torch.equal(train["fc7_in_a"], train["fc7_in_b"])
+    _assert_inverted_dropout(train["fc7_in_a"], fc6)
+    # fc8's input against fc7's ReLU output of the same training pass (fc7 saw dropped inputs)
+    _assert_inverted_dropout(train["fc8_in"],
+                             torch.cat([train["fc7_a"], train["fc7_b"]], dim=1).relu())
+    assert not torch.equal(train["logits"], test["logits"])
 
 
 ABLATIONS = {
@@ -219,6 +256,18 @@ def test_conv3_removed_rewires_conv4_to_both_towers():
     model2 = AlexNet(ModelConfig(removed_layer="conv1"))
     assert model2.tower_a.conv2.in_channels == 3
     assert model2.tower_a.fc6.in_features == 9216
+
+
+def test_removing_conv5_enlarges_fc6_by_half():
+    """docs/model.md and the remove_conv5 recipe: fc6 sees 2 × 192×6×6 = 13,824 inputs, not 9,216,
+    so it gains 4,608 × 2,048 = 9,437,184 parameters per tower (+50%); the net has 79,396,968.
+    (The built net has architecture()'s count: test_every_ablation_builds_and_trains_one_step.)"""
+    paper, cut = (dict((layer.name, layer) for layer in architecture(cfg))
+                  for cfg in (ModelConfig(), ModelConfig(removed_layer="conv5")))
+    assert (paper["fc6"].in_features, cut["fc6"].in_features) == (9216, 13824)
+    assert cut["fc6"].params - paper["fc6"].params == 9_437_184
+    assert (PAPER_PARAMS["fc6"], 2 * cut["fc6"].params) == (37_752_832, 56_627_200)   # +50.0%
+    assert sum(layer.params * layer.towers for layer in cut.values()) == 79_396_968
 
 
 def test_one_tower_half_is_the_papers_one_gpu_control():
