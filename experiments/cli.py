@@ -159,7 +159,7 @@ def check(args) -> str | None:
     try:
         config.load(None, getattr(args, "overrides", []))
     except config.ConfigError as err:
-        return f"{err} (on the command line)"
+        return str(err)
     for name in args.variants.split(",") if args.command == "ablate" else []:
         if name.strip() and not (config.RECIPE_DIR / f"{name.strip()}.yaml").is_file():
             return (f"--variants: no recipe {name.strip()!r}; recipes: "

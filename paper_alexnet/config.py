@@ -330,14 +330,17 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
-    """The config of a run: defaults (the paper) <- YAML file <- command-line overrides."""
+    """The config of a run: defaults (the paper) <- YAML file <- command-line overrides. An error
+    names where the bad value came from: the file, or the overrides."""
     values = read_yaml(path) if path is not None else {}
-    values = apply_overrides(values, list(overrides))
     try:
-        return build(cls, values)
+        build(cls, values)
     except ConfigError as err:
-        source = f" (from {path})" if path is not None else ""
-        raise ConfigError(f"{err}{source}") from None
+        raise ConfigError(f"{err} (from {path})") from None
+    try:
+        return build(cls, apply_overrides(values, list(overrides)))
+    except ConfigError as err:
+        raise ConfigError(f"{err} (from the command-line overrides)") from None
 
 
 def dump(cfg) -> str:

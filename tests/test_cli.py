@@ -145,6 +145,19 @@ def test_config_files_and_recipe_names_from_any_directory(tmp_path, monkeypatch)
     assert "demo" not in config.recipe_names() and "paper" in config.recipe_names()
 
 
+def test_a_bad_value_is_blamed_on_where_it_came_from(tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("model: {lrn: caffe}\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(recipe, ["optim.momentum=-1"])
+    assert "optim.momentum: -1.0 is below" in str(err.value)
+    assert str(err.value).endswith("(from the command-line overrides)")
+    assert "mine.yaml" not in str(err.value)
+    recipe.write_text("model: {lrn: sometimes}\n")
+    with pytest.raises(config.ConfigError, match=r"'sometimes' .*\(from .*mine.yaml\)$"):
+        config.load(recipe, ["optim.momentum=0.5"])
+
+
 def test_train_takes_a_recipe_name_and_refuses_an_unknown_one(data_root, tmp_path, monkeypatch,
                                                               capsys):
     from paper_alexnet.train import main
@@ -249,7 +262,8 @@ def test_unwritable_outputs_are_exit_2_before_any_work(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["ablate", "--variants", "no_lrn,no_lrm"], "--variants: no recipe 'no_lrm'; recipes: "),
     (["ablate", "--seeds", "0,one"], "--seeds '0,one': expected comma-separated integers"),
-    (["ablate", "optim.lr=-1"], "optim.lr: -1.0 is below the minimum 0.0 (on the command line)"),
+    (["ablate", "optim.lr=-1"], "optim.lr: -1.0 is below the minimum 0.0 (from the command-line "
+                                "overrides)"),
     (["relu-vs-tanh", "--lrs", "0.1,0"], "--lrs '0.1,0': expected comma-separated positive"),
 ])
 def test_experiment_bad_names_and_values_are_exit_2(tmp_path, capsys, argv, message):
