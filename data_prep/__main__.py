@@ -27,8 +27,21 @@ def usage() -> str:
         f"  {v:<14} {t}" for v, t in VERBS.items())
 
 
+def summary(split: str, manifest: dict, path: str) -> str:
+    """One readable line per prepared split: what was written, what was converted or left out."""
+    c = manifest["prep"]["counts"]
+    size = sum(s["bytes"] for s in manifest["shards"]) / 1e6
+    left_out = c["rejected"] + c["skipped"]
+    return (f"{split}: {manifest['count']:,} images of {manifest['num_classes']:,} classes in "
+            f"{len(manifest['shards'])} shard(s), {size:,.1f} MB -> {path}; {c['converted']} "
+            f"converted to RGB, {c['rejected']} rejected, {c['skipped']} skipped"
+            + (" (each listed in manifest.json)" if c["converted"] or left_out else "")
+            + ("; mean image and RGB PCA in stats.npz" if manifest["prep"].get("stats") else ""))
+
+
 def main_imagenet(argv) -> int:
     from data_prep.anomalies import DEFAULT_MAX_PIXELS
+    from data_prep.files import output_problem
     from data_prep.imagenet import InputError, discover
     from data_prep.pipeline import PrepError, prepare_split
 
@@ -36,26 +49,38 @@ def main_imagenet(argv) -> int:
     p.add_argument("--input", required=True, help="directory holding the official files or "
                    "train/ val/ folders")
     p.add_argument("--out", required=True, help="output ROOT (train/, val/, test/ inside)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (the "
+                   "output does not depend on it; default: %(default)s, the CPUs here)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored 256x256 "
-                   "images (docs/data.md: size vs PSNR)")
-    p.add_argument("--size", type=int, default=256, help="§2: shorter side and crop size")
+                   "images (docs/data.md: size vs PSNR; default: %(default)s)")
+    p.add_argument("--size", type=int, default=256, help="§2: shorter side and crop size "
+                   "(default: %(default)s)")
     p.add_argument("--chunk-size", type=int, default=1024, help="images per resumable unit "
-                   "(the output does not depend on it)")
-    p.add_argument("--shard-mb", type=int, default=1024, help="target shard size in MiB")
+                   "(the output does not depend on it; default: %(default)s)")
+    p.add_argument("--shard-mb", type=int, default=1024, help="target shard size in MiB "
+                   "(default: %(default)s)")
     p.add_argument("--max-failures", type=int, default=0, help="rejected or skipped inputs "
-                   "accepted before prep fails (each is listed in the manifest)")
+                   "accepted before prep fails (each is listed in the manifest; default: "
+                   "%(default)s)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help="decompression-bomb limit, in pixels")
+                   help="decompression-bomb limit, in pixels (default: %(default)s)")
     p.add_argument("--exif-transpose", action="store_true", help="rotate images by their EXIF "
                    "orientation (default: keep stored pixels, like Alex's code)")
     p.add_argument("--val-labels", help="'<file name> <wnid>' lines, or one wnid per sorted val "
-                   "file (instead of the devkit's meta.mat, which needs scipy)")
-    p.add_argument("--test-labels", help="the same, for the ILSVRC-2010 test images")
-    p.add_argument("--class-names", help="'<wnid> <words>' lines (e.g. synset_words.txt)")
-    p.add_argument("--splits", default="train,val,test", help="comma-separated splits to prepare "
-                   "(those absent from the input are skipped)")
+                   "file (default: the devkit's ground truth and data/meta.mat)")
+    p.add_argument("--test-labels", help="the same, for the ILSVRC-2010 test images (default: "
+                   "ILSVRC2010_test_ground_truth.txt in --input)")
+    p.add_argument("--class-names", help="'<wnid> <words>' lines, used where the devkit's meta.mat "
+                   "is absent (default: synset_words.txt or LOC_synset_mapping.txt in --input, "
+                   "else the wnids)")
+    p.add_argument("--splits", default="train,val,test", help="comma-separated splits to prepare, "
+                   "those absent from the input skipped (default: %(default)s)")
     args = p.parse_args(argv)
+    problem = output_problem(args.out)
+    if problem:
+        print(f"alexnet prep imagenet: --out {args.out}: {problem}: choose another folder",
+              file=sys.stderr)
+        return 2
     try:
         info = discover(args.input, args.val_labels, args.test_labels, args.class_names)
         print(f"prep: {info['layout']} layout{' ILSVRC-%d' % info['year'] if info['year'] else ''}"
@@ -74,8 +99,7 @@ def main_imagenet(argv) -> int:
                               info["classes"], params, skipped=info["skipped"][split],
                               workers=args.workers, chunk_size=args.chunk_size,
                               max_failures=args.max_failures, source=source, label=split)
-            print(f"{split}: {m['count']} images, {m['prep']['counts']}, "
-                  f"{len(m['shards'])} shards -> {os.path.join(args.out, split)}")
+            print(summary(split, m, os.path.join(args.out, split)))
     except (InputError, PrepError) as e:
         print(f"alexnet prep imagenet: {e}", file=sys.stderr)
         return 1
@@ -89,7 +113,7 @@ def main_imagenet(argv) -> int:
 def main_verify(argv) -> int:
     from data_prep.verify import verify
 
-    p = argparse.ArgumentParser(prog="alexnet prep verify")
+    p = argparse.ArgumentParser(prog="alexnet prep verify", description=VERBS["verify"])
     p.add_argument("path", help="a split directory or a ROOT holding train/ val/ test/")
     p.add_argument("--decode", action="store_true", help="also decode every record")
     args = p.parse_args(argv)
@@ -102,18 +126,42 @@ def main_verify(argv) -> int:
     return 1 if bad else 0
 
 
+def stats_table(ours: dict, cmp: dict) -> str:
+    """data_prep.stats.compare's numbers as a table: ours beside Alex Krizhevsky's reference,
+    principal components largest first."""
+    order = list(reversed(range(len(cmp["pca_stdevs"]))))
+    rows = [(f"mean {c} (0-255)", a, b) for c, a, b in
+            zip("RGB", cmp["channel_mean"], cmp["reference_channel_mean"])]
+    rows += [(f"PCA sqrt(eigval) {k + 1}", cmp["pca_stdevs"][i], cmp["reference_pca_stdevs"][i])
+             for k, i in enumerate(order)]
+    rows += [(f"|cos| to his eigvec {k + 1}", cmp["eigvec_abs_cosine"][i], None)
+             for k, i in enumerate(order)]
+    if "mean_image_rms_difference" in cmp:
+        rows.append(("mean image RMS diff", cmp["mean_image_rms_difference"], None))
+    ours_head = f"ours ({int(ours['images']):,} images)"
+    lines = [f"{'':<24}{ours_head:>24}   Alex Krizhevsky (ILSVRC-2012 train)"]
+    lines += [f"{name:<24}{a:>24.3f}" + ("" if b is None else f"{b:>12.3f}")
+              for name, a, b in rows]
+    lines += ["His values: cuda-convnet2's mean image and RGB PCA (data_prep/reference/README.md).",
+              "PCA components largest first; |cos| = 1: the same direction."]
+    return "\n".join(lines)
+
+
 def main_stats(argv) -> int:
     from data_prep import stats
 
-    p = argparse.ArgumentParser(prog="alexnet prep stats")
+    p = argparse.ArgumentParser(prog="alexnet prep stats", description=VERBS["stats"])
     p.add_argument("root", help="prepared ROOT (or its train/ directory)")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a "
+                   "table")
     args = p.parse_args(argv)
     try:
         ours = stats.load(args.root)
     except FileNotFoundError as e:
         print(f"alexnet prep stats: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(stats.compare(ours, stats.load_reference()), indent=1))
+    cmp = stats.compare(ours, stats.load_reference())
+    print(json.dumps(cmp, indent=1) if args.json else stats_table(ours, cmp))
     return 0
 
 

@@ -88,10 +88,14 @@ def draft_path(data: bytes) -> Image.Image:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="alexnet prep bench", description=__doc__)
-    p.add_argument("--images", type=int, default=200)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--workers", default="1,2", help="worker counts for the scaling run")
+    p = argparse.ArgumentParser(prog="alexnet prep bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=200, help="generated JPEGs per measurement "
+                   "(default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the median "
+                   "is shown (default: %(default)s)")
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts for the "
+                   "scaling run (default: %(default)s)")
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     pixels = [natural_like(rng) for _ in range(args.images)]

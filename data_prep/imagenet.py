@@ -20,11 +20,10 @@ ILSVRC-2012; the order torchvision's ImageFolder also gives). Alex's code used I
 instead; the two differ only by a permutation. Val/test labels come from, in this order: class
 folders, `--val-labels FILE` / `--test-labels FILE` (lines "ILSVRC2012_val_00000001.JPEG n01751748",
 or one wnid per line for the sorted file names), or the devkit (ground-truth IDs + data/meta.mat,
-read by data_prep.matfile; scipy.io is the fallback for a file that reader does not support).
+read by data_prep.matfile, which needs nothing beyond numpy).
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 import sys
@@ -188,7 +187,8 @@ def read_labels_file(path: str, names: list[str]) -> list[str]:
 
 
 def read_devkit(path: str, year: int):
-    """Devkit tar.gz -> (ground-truth IDs per val image, {ID: (wnid, words)} or None w/o scipy)."""
+    """Devkit tar.gz -> (ground-truth IDs per val image, {ID: (wnid, words)}, or None when
+    data/meta.mat is missing or unreadable)."""
     truth, meta = None, None
     with tarfile.open(path, mode="r:gz") as tf:
         for m in tf:
@@ -204,20 +204,16 @@ def read_devkit(path: str, year: int):
 
 
 def read_meta_mat(data: bytes, year: int, where: str):
-    """data/meta.mat -> {ILSVRC ID: (wnid, words)}; our own MAT reader, else scipy, else None."""
+    """data/meta.mat -> {ILSVRC ID: (wnid, words)} (data_prep.matfile), or None when it cannot be
+    read (the caller then asks for --val-labels)."""
     key = f"ILSVRC{year}_ID"
     try:
         synsets = matfile.loadmat(data)["synsets"]
         table = {int(np.asarray(s[key]).ravel()[0]): (s["WNID"], s["words"]) for s in synsets}
     except (matfile.MatError, KeyError, IndexError, TypeError) as e:
-        try:
-            import scipy.io
-        except ImportError:
-            print(f"prep: cannot read data/meta.mat in {where} ({e}) and scipy is not installed",
-                  file=sys.stderr)
-            return None  # the caller says what to do (install scipy or pass --val-labels)
-        mat = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
-        table = {int(getattr(s, key)): (str(s.WNID), str(s.words)) for s in mat["synsets"]}
+        print(f"prep: cannot read data/meta.mat in {where} ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return None
     if not table:
         raise InputError(f"{where}: data/meta.mat lists no synsets")
     return table
@@ -226,8 +222,7 @@ def read_meta_mat(data: bytes, year: int, where: str):
 def ids_to_wnids(ids, meta, what: str, labels_flag: str, where: str) -> list[str]:
     if meta is None:
         raise InputError(f"reading {what} labels from {where} needs its data/meta.mat: it is "
-                         f"missing or unreadable here; install scipy (pip install scipy) to read "
-                         f"it, or pass {labels_flag} FILE with lines "
+                         f"missing or unreadable here; pass {labels_flag} FILE with lines "
                          f"'ILSVRC2012_val_00000001.JPEG n01751748'")
     return [meta[i][0] for i in ids]
 

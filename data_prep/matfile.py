@@ -1,8 +1,8 @@
-"""The ILSVRC devkit's data/meta.mat (MATLAB level-5 MAT-file), read without scipy.
+"""The ILSVRC devkit's data/meta.mat (MATLAB level-5 MAT-file), read with numpy alone.
 
 Only what meta.mat uses is supported: zlib-compressed or plain variables, struct arrays, cell
-arrays, character arrays and numeric arrays (real). Anything else raises MatError, and the caller
-falls back to scipy.io.loadmat when it is installed. Format: "MATLAB MAT-File Format", MathWorks,
+arrays, character arrays and numeric arrays (real). Anything else raises MatError, and prep asks
+for --val-labels instead. Format: "MATLAB MAT-File Format", MathWorks,
 chapter 1 (level 5): a 128-byte header, then tagged data elements padded to 8 bytes.
 """
 from __future__ import annotations

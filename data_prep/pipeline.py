@@ -29,7 +29,8 @@ from data_prep import stats
 from data_prep.anomalies import Rejected, decode
 from data_prep.imagenet import read_source
 from data_prep.resize import resize_center_crop
-from data_prep.shards import MANIFEST, STATS, ShardWriter, npz_bytes, read_manifest, write_atomic
+from data_prep.files import npz_bytes, write_atomic
+from data_prep.shards import MANIFEST, STATS, ShardWriter, read_manifest
 
 PARTS = ".parts"
 KILL_ENV = "DATA_PREP_TEST_KILL_AFTER_CHUNKS"  # tests: SIGKILL ourselves after k chunks

@@ -32,11 +32,14 @@ import os
 
 import numpy as np
 
+from data_prep import stats
+from data_prep.files import npz_bytes, write_atomic
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX = "index.npz"
 CLASSES = "classes.tsv"
-STATS = "stats.npz"
+STATS = stats.STATS
 ENCODINGS = ("jpeg", "raw")
 DEFAULT_SHARD_BYTES = 1 << 30  # "a few large files": ~50 for ILSVRC-2012 train at q90
 
@@ -55,27 +58,6 @@ def sha256_file(path: str, block: int = 1 << 22) -> str:
         for chunk in iter(lambda: f.read(block), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write to path.tmp, fsync, rename: a reader never sees a half-written file."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def npz_bytes(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # not compressed: deterministic bytes, and no pickled objects
-    return buf.getvalue()
 
 
 def classes_tsv(classes) -> bytes:
@@ -206,7 +188,6 @@ def write_split(out_dir, items, *, encoding, image_shape, classes, prep_params=N
     compute_stats=True (for a train split) also writes stats.npz (data_prep.stats: mean image,
     channel covariance and its eigen-decomposition, over the stored pixels) and checksums it.
     """
-    from data_prep import stats  # stats imports this module's helpers
     writer = ShardWriter(out_dir, encoding, image_shape, classes, shard_bytes)
     acc = stats.empty(writer.image_shape) if compute_stats else None
     try:

@@ -17,8 +17,9 @@ import os
 
 import numpy as np
 
-from data_prep.shards import STATS, npz_bytes, write_atomic
+from data_prep.files import npz_bytes, write_atomic
 
+STATS = "stats.npz"   # in the train split directory (data_prep.shards)
 REFERENCE = os.path.join(os.path.dirname(__file__), "reference",
                          "cuda-convnet2_imagenet_input_meta.npz")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.files import output_problem
 from data_prep.synthetic_images import class_design, image_bytes
 
 DEVKIT = "ILSVRC2012_devkit_t12"
@@ -218,17 +219,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alexnet prep synthetic",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="directory to write the raw dataset into")
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--train-per-class", type=int, default=160)
-    parser.add_argument("--val-per-class", type=int, default=50)
-    parser.add_argument("--layout", choices=("folders", "tars"), default="folders")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classes", type=int, default=10, help="number of classes, at least 2 "
+                        "(default: %(default)s)")
+    parser.add_argument("--train-per-class", type=int, default=160,
+                        help="training images per class (default: %(default)s)")
+    parser.add_argument("--val-per-class", type=int, default=50,
+                        help="validation images per class (default: %(default)s)")
+    parser.add_argument("--layout", choices=("folders", "tars"), default="folders",
+                        help="train/<wnid>/ and val/<wnid>/ folders, or the official ILSVRC-2012 "
+                        "tars and devkit (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes "
+                        "(default: %(default)s)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="generating processes (the output does not depend on it)")
+                        help="generating processes (the output does not depend on it; default: "
+                        "%(default)s, the CPUs here)")
     parser.add_argument("--anomalies", action="store_true",
                         help="include a PNG named .JPEG, CMYK JPEGs and a grayscale JPEG, as in "
                              "the real ILSVRC-2012 (docs/paper.md §1)")
     args = parser.parse_args(argv)
+    problem = output_problem(args.out)
+    if problem:
+        print(f"alexnet prep synthetic: OUT {args.out}: {problem}: choose another folder",
+              file=sys.stderr)
+        return 2
     last = [0.0]
 
     def progress(done, total):
@@ -243,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"alexnet prep synthetic: {err}", file=sys.stderr)
         return 2
+    except OSError as err:      # e.g. a full disk: what was written is a partial dataset
+        print(f"alexnet prep synthetic: {err}; fix it and run the same command again (the output "
+              "is deterministic)", file=sys.stderr)
+        return 1
     print(f"synthetic: wrote {summary['train']} train + {summary['val']} val images of "
           f"{summary['classes']} classes ({summary['layout']}) to {summary['root']} in "
           f"{summary['seconds']} s ({summary['images_per_second']} images/s)")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from experiments import paper_numbers, recipes, report, rundir
 from experiments.runner import RunsFailed, run_status, train_and_evaluate, write_manifest
-from paper_alexnet import preemption
+from paper_alexnet import config, preemption
 
 BASELINE = "paper"
 RESUME = "the same `alexnet experiment ablate` command"
@@ -167,7 +167,7 @@ def run(data_root, runs, variants=paper_numbers.DEFAULT_ABLATIONS, seeds=(0,), o
     variants = [v.strip() for v in variants]
     variants = list(dict.fromkeys(v for v in variants if v and v != BASELINE))
     for v in variants:
-        recipes.recipe_path(v)            # fail before training anything if a name is wrong
+        config.find_config(v)             # fail before training anything if a name is wrong
     exp_dir = Path(runs) / "ablate"
     cfg0 = recipes.load_recipe(BASELINE, overrides)
     manifest = {"kind": "ablate", "data": str(data_root), "variants": variants,

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from data_prep.files import output_problem
 from experiments.bench_measure import (Setting, fast_setting, make_prepared_set,
                                        measure_end_to_end, measure_lrn, measure_pipeline,
                                        measure_steps, measure_ten_crop)
@@ -277,16 +278,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller sets")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd steps")
     parser.add_argument("--json", metavar="OUT", help="write every figure, with hardware, "
-                        "versions and date, to this JSON file")
+                        "versions and date, to this JSON file (default: none, print only)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    for flag, value in (("--batch", args.batch), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            print(f"alexnet bench: {flag} {value}: must be at least 1", file=sys.stderr)
+            return 2
+    problem = args.json and output_problem(args.json, "file")
+    if problem:     # checked first: the measurement takes minutes
+        print(f"alexnet bench: --json {args.json}: {problem}: choose another file",
+              file=sys.stderr)
+        return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is visible (torch.cuda.is_available() is "
-                     "False); use --device cpu")
-    batch = args.batch or (16 if args.quick else 128)
-    if batch < 1:
-        parser.error(f"--batch {batch}: must be at least 1")
+        print("alexnet bench: --device cuda: no CUDA device is visible (torch.cuda.is_available() "
+              "is False); use --device cpu", file=sys.stderr)
+        return 2
+    batch = args.batch if args.batch is not None else (16 if args.quick else 128)
     if args.threads:
         torch.set_num_threads(args.threads)
     say = lambda text: print(f"[bench] {text}", file=sys.stderr, flush=True)   # noqa: E731

@@ -1,13 +1,7 @@
 """`alexnet experiment <name>`: the paper's experiments, one command each (§6-§8, Figure 1,
 Figures 3-4, docs/paper.md §10). Every command resumes what exists under --runs and ends by writing
-a markdown report from the run directories (never edited by hand).
-
-  reproduce     §6 Tables 1-2: train the paper's net, one and ten crops, vs the paper and replicas
-  ablate        docs/paper.md §8: baseline + variants, one or more seeds, the ablation table
-  relu-vs-tanh  §3.1 Figure 1: learning-rate search per activation, then epochs to 25% train error
-  course-notes  docs/paper.md §10: single tower on Fashion-MNIST at 224
-  figures       §6.1 Figures 3 and 4 of a trained run
-  generate      CIFAR-10 / Fashion-MNIST stand-ins in the real file formats (no download here)
+a markdown report from the run directories (never edited by hand); `alexnet experiment COMMAND -h`
+describes each command.
 
 Exit status: 0 done, 1 failed (a run that failed is named, and recorded in RUN/FAILED), 2 bad
 command line, 75 preempted (SIGTERM/SIGINT during training: the checkpoint is written; run the same
@@ -21,7 +15,32 @@ from pathlib import Path
 
 from experiments import paper_numbers
 
-COMMANDS = ("reproduce", "ablate", "relu-vs-tanh", "course-notes", "figures", "generate")
+# name -> (its line in `alexnet experiment --help`, its description in `alexnet experiment NAME -h`)
+COMMANDS = {
+    "reproduce": ("§6: train, evaluate, compare with Tables 1-2",
+                  "§6, Tables 1 and 2: train a recipe into RUNS/reproduce_<recipe>/run (or take "
+                  "--run-dir as it is), evaluate its final checkpoint with one and ten crops, and "
+                  "report the errors next to the paper's row and the Caffe and torchvision "
+                  "replicas. Prints the 1- and 10-crop errors."),
+    "ablate": ("docs/paper.md §8: the ablation table",
+               "docs/paper.md §8: train and evaluate the baseline (paper) and each variant "
+               "recipe for each seed under RUNS/ablate/, then tabulate each variant's "
+               "difference from the baseline beside the paper's claim."),
+    "relu-vs-tanh": ("§3.1 Figure 1",
+                     "§3.1, Figure 1: a learning-rate search for each activation (ReLU, tanh) on "
+                     "the four-layer CIFAR-10 net, then the epochs each needs to reach 25%% "
+                     "training error."),
+    "course-notes": ("docs/paper.md §10: Fashion-MNIST at 224, one tower",
+                     "docs/paper.md §10: the single-tower, full-width variant of the course notes, "
+                     "trained and evaluated on Fashion-MNIST resized to 224."),
+    "figures": ("§6.1 Figures 3 and 4 of a trained run",
+                "§6.1: Figure 3 (the conv1 kernels of each tower) and Figure 4 (validation images "
+                "and their nearest training images in fc7 space) of a run's final checkpoint."),
+    "generate": ("CIFAR-10 / Fashion-MNIST stand-ins, real file formats",
+                 "Generated stand-ins for CIFAR-10 (python batches) or Fashion-MNIST (idx files) "
+                 "in the official file formats, for trying the pipeline where the real data "
+                 "cannot be downloaded. Not the real images."),
+}
 
 
 def _floats(text: str) -> list[float]:
@@ -32,55 +51,78 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared dataset ROOT")
     p.add_argument("--runs", required=True, type=Path, help="folder of the experiment's runs")
     p.add_argument("--quiet", action="store_true", help="no per-step training output")
-    p.add_argument("--note", default="", help="a sentence for the report (e.g. what the data is)")
+    p.add_argument("--note", default="", help="a sentence for the report, e.g. what the data is "
+                   "(default: none)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
-                   help="config overrides applied to every run (e.g. train.epochs=1)")
+                   help="config overrides applied to every run, e.g. train.epochs=1 "
+                   "(`alexnet config` lists every key)")
+
+
+def _add(sub, name: str) -> argparse.ArgumentParser:
+    short, description = COMMANDS[name]
+    return sub.add_parser(name, help=short.replace("%", "%%"), description=description)
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="alexnet experiment", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = top.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("reproduce", help="§6: train, evaluate, compare with Tables 1-2")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = _add(sub, "reproduce")
     _common(p)
-    p.add_argument("--recipe", default="paper", help="paper (Table 2) or ilsvrc2010 (Table 1)")
-    p.add_argument("--run-dir", type=Path, help="evaluate this existing run instead of training")
+    p.add_argument("--recipe", default="paper", choices=tuple(paper_numbers.RECIPE_ROWS),
+                   help="paper (Table 2) or ilsvrc2010 (Table 1) (default: %(default)s)")
+    p.add_argument("--run-dir", type=Path, help="evaluate this existing run instead of training "
+                   "(default: train RUNS/reproduce_<recipe>/run)")
     p.add_argument("--ensemble", nargs="+", type=Path, default=[], metavar="RUN",
-                   help="also evaluate these runs together (softmax average, Table 2 '5 CNNs')")
-    p.add_argument("--split", help="split to evaluate (default val; test for ilsvrc2010)")
-    p = sub.add_parser("ablate", help="docs/paper.md §8: the ablation table")
+                   help="also evaluate these runs together (softmax average, Table 2's '5 CNNs'; "
+                   "default: no ensemble)")
+    p.add_argument("--split", help="split to evaluate (default: val; test for ilsvrc2010 when "
+                   "the prepared ROOT has one)")
+    p = _add(sub, "ablate")
     _common(p)
-    p.add_argument("--variants", default=",".join(paper_numbers.DEFAULT_ABLATIONS),
-                   help="comma-separated recipe names (default: %(default)s)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--split", default="val")
-    p = sub.add_parser("relu-vs-tanh", help="§3.1 Figure 1")
+    p.add_argument("--variants", default=", ".join(paper_numbers.DEFAULT_ABLATIONS),
+                   help="comma-separated recipe names (`alexnet config --recipe NAME` shows "
+                   "one; default: %(default)s)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
+    p.add_argument("--split", default="val", help="split the table is computed on "
+                   "(default: %(default)s)")
+    p = _add(sub, "relu-vs-tanh")
     _common(p)
-    p.add_argument("--arch", default="cifar10_4layer", choices=("cifar10_4layer", "alexnet"))
+    p.add_argument("--arch", default="cifar10_4layer", choices=("cifar10_4layer", "alexnet"),
+                   help="the Figure 1 net, or AlexNet itself (default: %(default)s)")
     p.add_argument("--lrs", default="0.0003,0.001,0.003,0.01,0.03",
-                   help="coarse learning-rate grid, extended past an edge that wins and refined "
-                        "around the winner (default: %(default)s)")
-    p.add_argument("--search-epochs", type=int, default=3,
-                   help="epochs of each search run (default: %(default)s)")
-    p.add_argument("--epochs", type=int, help="epochs of the full runs (default: the recipe's)")
-    p = sub.add_parser("course-notes", help="docs/paper.md §10: Fashion-MNIST at 224, one tower")
+                   help="comma-separated coarse learning-rate grid for each activation, extended "
+                        "past an edge that wins and refined around the winner "
+                        "(default: %(default)s)")
+    p.add_argument("--search-epochs", type=int, default=3, help="epochs of each search run "
+                   "(default: %(default)s)")
+    p.add_argument("--epochs", type=int, help="most epochs of the full runs, which stop at 25%% "
+                   "training error (default: the recipe's train.epochs)")
+    p = _add(sub, "course-notes")
     _common(p)
-    p.add_argument("--split", default="val")
-    p = sub.add_parser("figures", help="§6.1 Figures 3 and 4 of a trained run")
-    p.add_argument("--run-dir", required=True, type=Path)
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--out", type=Path, help="default: RUN/report")
-    p.add_argument("--queries", type=int, default=5)
-    p.add_argument("--neighbours", type=int, default=6)
+    p.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
+    p = _add(sub, "figures")
+    p.add_argument("--run-dir", required=True, type=Path, help="a trained run directory")
+    p.add_argument("--data", required=True, type=Path, help="the prepared dataset ROOT it was "
+                   "trained on")
+    p.add_argument("--out", type=Path, help="output folder (default: RUN/report)")
+    p.add_argument("--queries", type=int, default=5, help="validation images in Figure 4 "
+                   "(default: %(default)s)")
+    p.add_argument("--neighbours", type=int, default=6, help="nearest training images shown per "
+                   "query (default: %(default)s)")
     p.add_argument("--max-train", type=int, default=2000,
-                   help="training images searched for neighbours (0 = all)")
-    p = sub.add_parser("generate", help="CIFAR-10 / Fashion-MNIST stand-ins, real file formats")
-    p.add_argument("dataset", choices=("cifar10", "fashion-mnist"))
-    p.add_argument("out", type=Path)
-    p.add_argument("--train", type=int, default=5000)
-    p.add_argument("--test", type=int, default=1000)
-    p.add_argument("--noise", type=float, default=3.0, help="difficulty (default 3.0)")
-    p.add_argument("--seed", type=int, default=0)
+                   help="training images searched for neighbours, 0 = all (default: "
+                   "%(default)s)")
+    p = _add(sub, "generate")
+    p.add_argument("dataset", choices=("cifar10", "fashion-mnist"), help="which stand-in")
+    p.add_argument("out", type=Path, help="folder to write the files into (then: alexnet prep "
+                   "cifar10|fashion-mnist --input OUT --out ROOT)")
+    p.add_argument("--train", type=int, default=5000, help="training images (default: "
+                   "%(default)s)")
+    p.add_argument("--test", type=int, default=1000, help="test images (default: %(default)s)")
+    p.add_argument("--noise", type=float, default=3.0, help="difficulty (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same files "
+                   "(default: %(default)s)")
     return top
 
 
@@ -109,20 +151,37 @@ def run(args) -> Path:
             return generated.write_cifar10(args.out, args.train, args.test, args.noise, args.seed)
         return generated.write_fashion_mnist(args.out, args.train, args.test, args.noise,
                                              args.seed)
-    raise ValueError(f"unknown experiment {args.command!r}; expected one of {COMMANDS}")
+    raise ValueError(f"unknown experiment {args.command!r}; expected one of {', '.join(COMMANDS)}")
 
 
-def regenerate(exp_dir: Path, manifest: dict, out: Path | None = None) -> Path:
-    """Rewrite an experiment's report from its runs (`alexnet report EXP_DIR`)."""
-    from experiments import ablate, course_notes, relu_vs_tanh, reproduce
-    writers = {"reproduce": reproduce.write_report, "ablate": ablate.write_report,
-               "relu_vs_tanh": relu_vs_tanh.write_report,
-               "course_notes": course_notes.write_report}
-    kind = manifest.get("kind")
-    if kind not in writers:
-        raise ValueError(f"{exp_dir}/experiment.json: unknown kind {kind!r}; expected one of "
-                         f"{', '.join(writers)}")
-    return writers[kind](Path(exp_dir), manifest, out)
+def check(args) -> str | None:
+    """What is wrong with a parsed command line, before anything runs (exit 2), or None."""
+    from data_prep.files import output_problem
+    from paper_alexnet import config
+    try:
+        config.load(None, getattr(args, "overrides", []))
+    except config.ConfigError as err:
+        return str(err)
+    for name in args.variants.split(",") if args.command == "ablate" else []:
+        if name.strip() and not (config.RECIPE_DIR / f"{name.strip()}.yaml").is_file():
+            return (f"--variants: no recipe {name.strip()!r}; recipes: "
+                    f"{', '.join(config.recipe_names())}")
+    if args.command == "ablate" and not all(s.strip().isdigit() for s in args.seeds.split(",")):
+        return f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2"
+    if args.command == "relu-vs-tanh":
+        try:
+            if not _floats(args.lrs) or min(_floats(args.lrs)) <= 0:
+                raise ValueError
+        except ValueError:
+            return f"--lrs {args.lrs!r}: expected comma-separated positive numbers, e.g. 0.01,0.03"
+    if args.command == "generate" and min(args.train, args.test) < 1:
+        return f"--train {args.train} --test {args.test}: each must be at least 1"
+    attr, flag = {"generate": ("out", "OUT"), "figures": ("out", "--out")}.get(
+        args.command, ("runs", "--runs"))
+    problem = getattr(args, attr) is not None and output_problem(getattr(args, attr))
+    if problem:
+        return f"{flag} {getattr(args, attr)}: {problem}: choose another folder"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     from paper_alexnet.preemption import EXIT_PREEMPTED, Preempted
     from experiments.runner import RunsFailed, between_runs
     args = parser().parse_args(argv)
+    problem = check(args)
+    if problem:
+        print(f"alexnet experiment {args.command}: {problem}", file=sys.stderr)
+        return 2
     try:
         with between_runs():
             path = run(args)
@@ -140,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alexnet experiment {args.command}: {err}", file=sys.stderr)
         return EXIT_PREEMPTED
     except (ConfigError, FileNotFoundError, ValueError, FormatError, CheckpointError,
-            EvaluationError, RunsFailed) as err:
+            EvaluationError, RunsFailed, OSError) as err:
         print(f"alexnet experiment {args.command}: {err}", file=sys.stderr)
         return 1
     print(f"{'data' if args.command == 'generate' else 'report'}: {path}")

@@ -2,53 +2,29 @@
 (config.py's defaults) plus the few keys that make the experiment (§6-§8, Figure 1, docs/paper.md
 §10).
 
-`load_recipe(name, overrides)` is `config.load(recipe_path(name), overrides)`; `config_diff(cfg)`
-names what a run's config changes from the paper, which is how reports recognise a run's variant
-without trusting its directory name.
+`load_recipe(name, overrides)` is `config.load(name, overrides)` (config.find_config finds a recipe
+by name, config.recipe_names lists them); `config_diff(cfg)` names what a run's config changes
+from the paper, which is how reports recognise a run's variant without trusting its directory
+name.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from paper_alexnet import config
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-# configs/ files that are not experiment recipes: demo.yaml (paper_alexnet/demo.py) also holds
-# the synthetic dataset's size, which is not a RunConfig section.
-NOT_RECIPES = ("demo",)
-
-
-def names() -> list[str]:
-    """Every experiment recipe name (file stem), sorted."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem not in NOT_RECIPES)
-
-
-def recipe_path(name: str) -> Path:
-    """experiments/configs/<name>.yaml, or a clear error listing the recipes that exist."""
-    path = Path(name)
-    if path.suffix == ".yaml" and path.is_file():
-        return path
-    path = CONFIG_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise config.ConfigError(f"no recipe {name!r} in {CONFIG_DIR}; recipes: "
-                                 f"{', '.join(names())}")
-    return path
 
 
 def load_recipe(name: str, overrides=()) -> config.RunConfig:
     """The run config of a recipe: defaults (the paper) <- recipe file <- overrides."""
-    return config.load(recipe_path(name), list(overrides))
+    return config.load(name, list(overrides))
 
 
 def header(name: str) -> str:
     """The comment block a recipe opens with (what it tests, §, number, command, cost)."""
     lines = []
-    for line in recipe_path(name).read_text().splitlines():
+    for line in config.find_config(name).read_text().splitlines():
         if not line.startswith("#"):
             break
         lines.append(line[1:].strip() if line[1:2] == " " else line[1:])
     return "\n".join(lines)
-
 
 
 def config_diff(cfg, reference=None) -> dict:
@@ -74,7 +50,7 @@ def match_recipe(cfg) -> str | None:
     """The recipe whose changes from the paper equal the run's, scale keys ignored (None if none).
     "paper" and "ilsvrc2010" have the same config; "paper" is returned."""
     ours = _essential(config_diff(cfg))
-    for name in names():
+    for name in config.recipe_names():
         if name != "ilsvrc2010" and _essential(config_diff(load_recipe(name))) == ours:
             return name
     return None
@@ -85,7 +61,7 @@ def describe(cfg) -> str:
     any further non-scale changes, e.g. "no_lrn + model.input_size=99"."""
     ours = _essential(config_diff(cfg))
     best, best_diff = "paper", {}
-    for name in names():
+    for name in config.recipe_names():
         theirs = _essential(config_diff(load_recipe(name)))
         if name != "ilsvrc2010" and len(theirs) > len(best_diff) and \
                 all(ours.get(k, object()) == v for k, v in theirs.items()):

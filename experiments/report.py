@@ -1,5 +1,5 @@
 """Reports (§6-§8, Figure 1): markdown with tables and PNG figures, generated from run directories
-and never edited by hand. `alexnet report RUN_DIR… [--out DIR]` regenerates one.
+and never edited by hand (`alexnet report`, experiments/report_cli.py, regenerates one).
 
 Numbers come from RUN/metrics.jsonl and RUN/result.json (rundir.py); the paper's from
 paper_numbers.py. Curves need matplotlib (`pip install -e .[figures]`); without it the tables still
@@ -7,14 +7,13 @@ come out and the report says how to get the figures. Errors are printed in perce
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from pathlib import Path
 
 from experiments import paper_numbers, recipes, rundir
 
+NOT_EVALUATED_HINT = ("`alexnet eval --run-dir RUN --data ROOT` writes a run's result.json (top-1 "
+                      "and top-5 error, one and ten crops); then run `alexnet report` again.")
 FIGURES_HINT = ("(figures need matplotlib: `pip install -e .[figures]`; the tables above hold "
                 "the same numbers)")
 
@@ -130,8 +129,8 @@ def diff_text(cfg) -> str:
 
 def runs_report(run_dirs: list[Path], out_dir: Path) -> Path:
     """The generic report of run directories: results next to the paper's row, then curves."""
+    summaries = [rundir.summarise(d) for d in run_dirs]     # all read before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    summaries = [rundir.summarise(d) for d in run_dirs]
     rows = []
     for s in summaries:
         r = s["result"] or {}
@@ -151,6 +150,10 @@ def runs_report(run_dirs: list[Path], out_dir: Path) -> Path:
              f"{paper.crops} crops): {paper.top1} / {paper.top5}. "
              + "; ".join(f"{r.name}: {r.top1} / {r.top5} (1 crop)"
                          for r in paper_numbers.REPLICAS.values()) + "."]
+    missing = [s["run_dir"].name for s in summaries if not s["result"]]
+    if missing:
+        lines += ["", f"Not evaluated yet (no result.json): {', '.join(missing)}. "
+                  f"{NOT_EVALUATED_HINT}"]
     for s in summaries:
         name = s["run_dir"].name
         lines += ["", f"## {name}", "", f"Config changes from the paper: {diff_text(s['config'])}.",
@@ -158,30 +161,3 @@ def runs_report(run_dirs: list[Path], out_dir: Path) -> Path:
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="alexnet report", description="Regenerate a report from run directories. Given the "
-        "directory of an 'alexnet experiment' (it holds experiment.json), that experiment's "
-        "report; otherwise a report of the runs given.")
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
-    parser.add_argument("--out", type=Path, help="output folder (default: the first RUN_DIR's "
-                        "report/ folder, or the experiment's own)")
-    args = parser.parse_args(argv)
-    for d in args.runs:
-        if not d.is_dir():
-            print(f"alexnet report: {d} is not a directory", file=sys.stderr)
-            return 2
-    manifest = args.runs[0] / "experiment.json"
-    try:
-        if len(args.runs) == 1 and manifest.is_file():
-            from experiments import cli
-            path = cli.regenerate(args.runs[0], json.loads(manifest.read_text()), args.out)
-        else:
-            path = runs_report(args.runs, args.out or args.runs[0] / "report")
-    except (FileNotFoundError, ValueError) as err:   # ConfigError is a ValueError
-        print(f"alexnet report: {err}", file=sys.stderr)
-        return 1
-    print(f"report: {path}")
-    return 0

@@ -47,7 +47,33 @@ def run(data_root, runs, recipe: str = "paper", run_dir=None, ensemble=(), split
     manifest = {"kind": "reproduce", "recipe": recipe, "data": str(data_root), "split": split,
                 "run_dir": run_ref, "ensemble": members, "overrides": list(overrides)}
     write_manifest(exp_dir, manifest)
-    return write_report(exp_dir, manifest)
+    path = write_report(exp_dir, manifest)
+    print(errors_text(exp_dir, manifest))
+    return path
+
+
+def errors_text(exp_dir: Path, manifest: dict) -> str:
+    """The numbers of the report in a few lines: our 1- and 10-crop errors, the paper's row."""
+    run_dir = _resolve(exp_dir, manifest["run_dir"])
+    results = [(str(run_dir), rundir.read_result(run_dir))]
+    if manifest.get("ensemble") and (exp_dir / "ensemble_result.json").is_file():
+        results.append((f"ensemble of {len(manifest['ensemble'])}",
+                        json.loads((exp_dir / "ensemble_result.json").read_text())))
+    lines = []
+    for label, result in results:
+        lines.append(f"{label}: {result.get('split', '?')}, {result.get('images', '?')} images"
+                     if result else f"{label}: not evaluated")
+        for view, crops in (("center", "1 crop "), ("ten_crop", "10 crops")):
+            top1, top5 = report.result_errors(result, view)
+            if top1 is not None:
+                lines.append(f"  {crops}  top-1 error {report.pct(top1)}%   top-5 error "
+                             f"{report.pct(top5)}%")
+    for key in paper_numbers.RECIPE_ROWS.get(manifest["recipe"], ()):
+        if key:
+            r = paper_numbers.PAPER_ROWS[key]
+            lines.append(f"  the paper, {r.name}, {r.dataset} {r.split}, {r.crops} crop(s): "
+                         f"top-1 {r.top1}%   top-5 {r.top5}%")
+    return "\n".join(lines)
 
 
 def _ours(label: str, result: dict | None) -> list[list]:

@@ -8,12 +8,13 @@ import sys
 # verb -> (module, one-line help). Each module has main(argv) -> int.
 VERBS = {
     "demo": ("paper_alexnet.demo", "synthetic data -> prep -> train -> eval -> report, on any CPU"),
+    "config": ("paper_alexnet.show_config", "every config key: its value, what it may be, its §"),
     "summary": ("paper_alexnet.summary", "per-tower, per-layer shapes, parameters, multiply-adds"),
     "prep": ("data_prep.__main__", "prepare ImageNet / CIFAR-10 / Fashion-MNIST / synthetic data"),
     "train": ("paper_alexnet.train", "train a network from a config into a run directory"),
     "eval": ("paper_alexnet.evaluate", "top-1/top-5 error, centre crop and ten crops, ensembles"),
     "experiment": ("experiments.cli", "the paper's experiments: reproduce, ablate, relu-vs-tanh"),
-    "report": ("experiments.report", "regenerate the report of run directories"),
+    "report": ("experiments.report_cli", "regenerate the report of run directories"),
     "bench": ("experiments.bench", "speed: LRN, train step, input pipeline, end to end"),
 }
 

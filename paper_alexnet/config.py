@@ -287,9 +287,35 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     return values
 
 
+# The experiments' recipes (experiments/configs/*.yaml), found by name from any directory. demo.yaml
+# also sizes the demo's synthetic dataset, so it is not a run recipe (paper_alexnet/demo.py).
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+NOT_RECIPES = ("demo",)
+
+
+def recipe_names() -> list[str]:
+    """Every run recipe's name (its file stem in experiments/configs), sorted."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if p.stem not in NOT_RECIPES)
+
+
+def find_config(name: str | Path) -> Path:
+    """A config file given as a path, or a recipe given by name ("paper", "no_lrn.yaml"): the file
+    itself when it exists or the name has a directory part, else experiments/configs/<name>.yaml,
+    else a ConfigError that lists the recipes."""
+    path = Path(name)
+    if path.is_file() or len(path.parts) != 1:     # a path: read_yaml names what is wrong
+        return path
+    recipe = RECIPE_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if recipe.is_file():                           # a bare name: a recipe, from any directory
+        return recipe
+    raise ConfigError(f"config {str(name)!r}: no such file, and no recipe of that name; pass a "
+                      f"YAML file or a recipe: {', '.join(recipe_names())}")
+
+
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with safe_load; errors name the file."""
-    path = Path(path)
+    """Read a YAML mapping (a path, or a recipe name: find_config) with safe_load; errors name
+    the file."""
+    path = find_config(path)
     try:
         text = path.read_text()
     except OSError as err:
@@ -307,14 +333,17 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
-    """The config of a run: defaults (the paper) <- YAML file <- command-line overrides."""
+    """The config of a run: defaults (the paper) <- YAML file <- command-line overrides. An error
+    names where the bad value came from: the file, or the overrides."""
     values = read_yaml(path) if path is not None else {}
-    values = apply_overrides(values, list(overrides))
     try:
-        return build(cls, values)
+        build(cls, values)
     except ConfigError as err:
-        source = f" (from {path})" if path is not None else ""
-        raise ConfigError(f"{err}{source}") from None
+        raise ConfigError(f"{err} (from {path})") from None
+    try:
+        return build(cls, apply_overrides(values, list(overrides)))
+    except ConfigError as err:
+        raise ConfigError(f"{err} (from the command-line overrides)") from None
 
 
 def dump(cfg) -> str:

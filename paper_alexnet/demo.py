@@ -25,7 +25,7 @@ import torch
 
 from paper_alexnet import config
 
-RECIPE = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "demo.yaml"
+RECIPE = config.RECIPE_DIR / "demo.yaml"
 # §6 Table 2, "1 CNN", ILSVRC-2012 val, ten crops; the same row as experiments.paper_numbers
 # ("ilsvrc2012_1cnn"; tests/test_demo.py checks that they agree: paper_alexnet may not import
 # experiments).
@@ -178,11 +178,14 @@ def run_demo(out: Path, quick: bool = False, recipe: Path = RECIPE, overrides=()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alexnet demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join("runs", "demo"),
-                        help="output directory (default: ./runs/demo)")
+                        help="output directory (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="a shortened demo (tests use it): "
                         "tiny dataset, one short epoch; shows the pipeline, not learning")
-    parser.add_argument("--recipe", default=str(RECIPE), help="the demo recipe YAML")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+    parser.add_argument("--recipe", default=RECIPE.stem, help="the demo's recipe: a YAML file, "
+                        "or a name in experiments/configs (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="config overrides on top of the recipe (e.g. train.epochs=1; "
+                        "`alexnet config` lists every key)")
     args = parser.parse_args(argv)
     try:
         run_demo(Path(args.out), args.quick, Path(args.recipe), args.overrides)

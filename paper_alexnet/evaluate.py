@@ -181,9 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                        "ensemble)")
     parser.add_argument("--data", default=os.environ.get("ALEXNET_DATA"),
                         help="prepared dataset ROOT (default: $ALEXNET_DATA)")
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--split", default="val", help="prepared split to evaluate on "
+                        "(default: %(default)s)")
     parser.add_argument("--no-ten-crop", action="store_true", help="centre crop only")
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=int, help="images per batch (default: the "
+                        "checkpoint's eval.batch_size)")
     parser.add_argument("--out", help="result JSON (default: RUN/result.json with --run-dir)")
     args = parser.parse_args(argv)
     if args.data is None:

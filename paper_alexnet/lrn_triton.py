@@ -18,8 +18,8 @@ Two designs (docs/lrn.md, "The rows kernels"):
   ("rows-gather"), instead of recomputing d at the neighbours.
 CHANNELS_LAST_KERNEL picks the design for channels_last input; NCHW always runs "elementwise".
 The default stays "elementwise" because the rows kernels have only been run in Triton's
-interpreter (tests/test_lrn_triton.py), never compiled for or timed on a GPU: `compare_kernels`
-is the measurement that decides.
+interpreter (tests/test_lrn_triton.py), never compiled for or timed on a GPU:
+`lrn_compare.compare_kernels` is the measurement that decides.
 Imported lazily, only when a CUDA tensor reaches the fast path. With TRITON_INTERPRET=1 set before
 triton is first imported, the kernels run on CPU tensors in Triton's interpreter instead
 (tests/test_lrn_triton.py, docs/lrn.md).
@@ -206,48 +206,3 @@ def backward(x, g, size, coefficient, beta, k, kernel=None):
         _launch_rows(_rows_bwd, (x, g, gx), x, size, coefficient, beta, k,
                      USE_DOT=chosen == "rows-dot")
     return gx
-
-
-def compare_kernels(shape=(128, 48, 55, 55), dtype=torch.bfloat16, iters=20, convention="paper"):
-    """On CUDA, channels_last: ms per forward+backward of each of KERNELS that takes `shape` and of
-    torch's reference (CUDA events, the mean of `iters` calls after one warm-up call), and the
-    largest |difference| of each rows kernel's output and gradient from "elementwise"'s. The
-    measurement that decides CHANNELS_LAST_KERNEL (docs/lrn.md)."""
-    from paper_alexnet.lrn import get_convention, lrn_reference
-    cv = get_convention(convention)
-    params = (cv.size, cv.coefficient, cv.beta, cv.k)
-    gen = torch.Generator().manual_seed(0)
-    cl = torch.channels_last
-    x = (torch.randn(shape, generator=gen) * 20).relu()     # post-ReLU conv1-like activations
-    x = x.to("cuda", dtype).contiguous(memory_format=cl)
-    g = torch.randn(shape, generator=gen).to("cuda", dtype).contiguous(memory_format=cl)
-
-    def fwd_bwd(name):
-        if name == "reference":
-            xr = x.detach().requires_grad_()
-            y = lrn_reference(xr, cv)
-            return y, torch.autograd.grad(y, xr, g)[0]
-        return forward(x, *params, kernel=name), backward(x, g, *params, kernel=name)
-
-    result = {"shape": tuple(shape), "dtype": str(dtype), "device": torch.cuda.get_device_name()}
-    outputs = {}
-    names = [name for name in KERNELS if kernel_for(x, name) == name]     # rows-dot: C ≤ 128
-    for name in names + ["reference"]:
-        try:
-            outputs[name] = fwd_bwd(name)                    # compiles the kernels
-        except Exception as error:   # a design that fails to compile must not hide the others
-            result[f"{name}_error"] = repr(error)[:500]
-            continue
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(iters):
-            fwd_bwd(name)
-        end.record()
-        end.synchronize()
-        result[f"{name}_ms"] = start.elapsed_time(end) / iters
-    for name in [n for n in names[1:] if n in outputs]:
-        for what, mine, theirs in zip(("y", "grad"), outputs[name], outputs["elementwise"]):
-            diff = (mine.float() - theirs.float()).abs().max().item()
-            result[f"{name}_max_abs_diff_{what}"] = diff
-    return result

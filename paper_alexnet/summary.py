@@ -155,10 +155,11 @@ def render(cfg: ModelConfig, devices=None) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="alexnet summary", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="a run config YAML (its model section is summarised)")
+    parser.add_argument("--config", help="a run config YAML or a recipe name, e.g. no_lrn (its "
+                        "model section is summarised; default: none, start from --preset)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                        help="starting point: the paper (default) or the course notes "
-                             "(docs/paper.md §10)")
+                        help="starting point: the paper or the course notes (docs/paper.md §10; "
+                             "default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="model overrides, e.g. lrn=off or model.removed_layer=conv3")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

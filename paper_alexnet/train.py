@@ -319,12 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="alexnet train", description="Train AlexNet (§5) into a run directory; resumes "
         "automatically from the run directory's newest valid checkpoint.")
-    parser.add_argument("--config", help="recipe YAML (e.g. experiments/configs/paper.yaml); "
-                        "optional when resuming: the run directory's config.yaml is used")
+    parser.add_argument("--config", help="a recipe name (paper, no_lrn, …: experiments/configs; "
+                        "found from any directory) or a config YAML file (default: when resuming, "
+                        "the run directory's config.yaml)")
     parser.add_argument("--data", default=os.environ.get("ALEXNET_DATA"),
                         help="prepared dataset ROOT (default: $ALEXNET_DATA)")
     parser.add_argument("--run-dir", help="run directory (default: $ALEXNET_RUNS/<config name>)")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="config overrides on top of --config, e.g. optim.lr=0.02 "
+                        "(`alexnet config` lists every key, its default and its §)")
     args = parser.parse_args(argv)
     if args.data is None:
         parser.error("no prepared data: pass --data ROOT or set ALEXNET_DATA")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import ablate, cli, figures, generated, paper_numbers, recipes, relu_vs_tanh
-from experiments import report, rundir
+from experiments import report, report_cli, rundir
 from conftest import prepared_synthetic
 from paper_alexnet import config
 
@@ -20,7 +20,7 @@ TINY = ["train.epochs=1", "train.steps_per_epoch=2", "optim.batch_size=4", "eval
 
 # ------------------------------------------------------------------------------------ recipes
 
-@pytest.mark.parametrize("name", recipes.names())
+@pytest.mark.parametrize("name", config.recipe_names())
 def test_every_recipe_loads_and_documents_itself(name):
     cfg = recipes.load_recipe(name)
     assert isinstance(cfg, config.RunConfig)
@@ -41,7 +41,7 @@ def test_ablation_recipes_change_exactly_one_thing():
         assert recipes.describe(recipes.load_recipe(name, [*TINY, "model.init=caffe"])) == \
             f"{name} + model.init=caffe"
     assert recipes.config_diff(recipes.load_recipe("paper")) == {}
-    assert set(paper_numbers.DEFAULT_ABLATIONS) <= set(recipes.names())
+    assert set(paper_numbers.DEFAULT_ABLATIONS) <= set(config.recipe_names())
 
 
 def test_figure1_and_course_notes_recipes_have_no_regularisation():
@@ -187,7 +187,7 @@ def imagenet_root(tmp_path_factory):
     return prepared_synthetic(tmp_path_factory.mktemp("imagenet"), classes=4)
 
 
-def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path):
+def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path, capsys):
     runs = tmp_path / "runs"
     # 99-pixel crops keep every code path (random crops, ten crops, two towers) but make fc6 9x
     # smaller (pool5 is 2x2): the checkpoints and the steps are what cost time on a CPU.
@@ -207,12 +207,19 @@ def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path):
 
     # reproduce: take the baseline run as it is, and evaluate both runs as an ensemble
     members = [runs / "ablate" / v / "seed0" for v in ("paper", "no_lrn")]
+    capsys.readouterr()
     assert cli.main(["reproduce", "--data", str(imagenet_root), "--runs", str(runs),
                      "--run-dir", str(members[0]), "--ensemble", *map(str, members)]) == 0
+    printed = capsys.readouterr().out          # the numbers, without opening the report
+    ens = json.loads((runs / "reproduce_paper" / "ensemble_result.json").read_text())
+    for result in (base, ens):
+        for crops, view in (("1 crop ", "center"), ("10 crops", "ten_crop")):
+            assert (f"  {crops}  top-1 error {100 * result[view]['top1']:.2f}%   top-5 error "
+                    f"{100 * result[view]['top5']:.2f}%") in printed, printed
+    assert "the paper, 1 CNN (Table 2), ILSVRC-2012 val, 10 crop(s): top-1 40.7%" in printed
     text = (runs / "reproduce_paper" / "report" / "report.md").read_text()
     ours = _numbers(text, "ours: seed0")
     assert ours[3:5] == [f"{100 * base['center']['top1']:.2f}", f"{100 * base['center']['top5']:.2f}"]
-    ens = json.loads((runs / "reproduce_paper" / "ensemble_result.json").read_text())
     assert len(ens["checkpoints"]) == 2
     assert _numbers(text, "ours: ensemble of 2")[3] == f"{100 * ens['center']['top1']:.2f}"
     assert "| 1 CNN (Table 2) [§6 Table 2] | ILSVRC-2012 val | 10 | 40.7 | 18.2 |" in text
@@ -222,11 +229,11 @@ def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path):
     # `alexnet report EXP` regenerates the same report from the files
     before = text
     (runs / "reproduce_paper" / "report" / "report.md").unlink()
-    assert report.main([str(runs / "reproduce_paper")]) == 0
+    assert report_cli.main([str(runs / "reproduce_paper")]) == 0
     assert (runs / "reproduce_paper" / "report" / "report.md").read_text() == before
 
     # `alexnet report RUN RUN`: the plain report of runs, each matched to its recipe
-    assert report.main([*map(str, members), "--out", str(tmp_path / "plain")]) == 0
+    assert report_cli.main([*map(str, members), "--out", str(tmp_path / "plain")]) == 0
     plain = (tmp_path / "plain" / "report.md").read_text()
     row = _numbers(plain, "seed0 | no_lrn + model.input_size=99")
     assert row[6] == f"{100 * var['ten_crop']['top1']:.2f}"

@@ -67,7 +67,7 @@ def test_stats_verb_compares_with_the_reference(tmp_path, capsys):
     write_folders(tmp_path / "raw", dataset(n_val=1))
     assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out"]) == 0
     capsys.readouterr()
-    assert main(["stats", str(tmp_path / "out")]) == 0
+    assert main(["stats", "--json", str(tmp_path / "out")]) == 0
     cmp = json.loads(capsys.readouterr().out)
     np.testing.assert_allclose(cmp["reference_channel_mean"], [127.30, 119.72, 104.91], atol=0.01)
     ours = stats.load(tmp_path / "out")
