@@ -12,6 +12,8 @@ from __future__ import annotations
 from PIL import Image
 
 SIZE = 256  # §2
+RESAMPLE = ("shorter side to size: BOX (area) when shrinking, BICUBIC when enlarging "
+            "(cuda-convnet2); central crop")  # recorded in every manifest
 
 
 def target_size(width: int, height: int, size: int = SIZE) -> tuple[int, int]:
