@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import os
-import warnings
 
 from PIL import Image
 
@@ -92,16 +91,18 @@ def discover(root: str) -> dict:
 def header(path: str, exif_transpose: bool):
     """(width, height, mode) from the file's header (nothing decoded), or None if PIL cannot open
     it (prep then rejects it with the reason)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            with Image.open(path) as im:
-                w, h = im.size
-                if exif_transpose and im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-                    w, h = h, w  # rotated by 90 degrees when upright
-                return w, h, im.mode
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
-            return None
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # a header only: --max-pixels applies when prep decodes it
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if exif_transpose and im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                w, h = h, w  # rotated by 90 degrees when upright
+            return w, h, im.mode
+    except (OSError, ValueError, SyntaxError, EOFError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
 
 
 def headers(job) -> list:

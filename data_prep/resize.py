@@ -2,7 +2,9 @@
 
 Resampling follows the author's own prep code (cuda-convnet2 make-data, pyext.cpp `makeJPEG`):
 new size = round(scale · side) with scale = 256 / shorter side; OpenCV INTER_AREA when shrinking,
-INTER_CUBIC when enlarging, plain copy at scale 1; crop offset (new - 256) // 2 on each axis.
+INTER_CUBIC when enlarging, plain copy at scale 1; crop offset (new - 256) // 2 on each axis, so an
+odd margin keeps the top/left pixel and drops the extra one on the right / at the bottom (341
+wide: columns 42..297 are kept).
 PIL's BOX filter with its default support is exactly the area average (INTER_AREA) for a shrink,
 BICUBIC is the cubic filter for an enlargement. No `reducing_gap` and no JPEG `draft()` here: both
 would change pixels (see docs/data.md for the measured effect of draft()).
@@ -29,7 +31,8 @@ def target_size(width: int, height: int, size: int = SIZE) -> tuple[int, int]:
 
 
 def resize_center_crop(image: Image.Image, size: int = SIZE) -> Image.Image:
-    """Shorter side to `size` (area filter down, bicubic up), then the central size×size patch."""
+    """Shorter side to `size` (area filter down, bicubic up), then the central size×size patch;
+    an odd margin drops its extra pixel on the right / at the bottom (offset = margin // 2)."""
     width, height = image.size
     new_w, new_h = target_size(width, height, size)
     if (new_w, new_h) != (width, height):
