@@ -33,7 +33,7 @@ import signal
 import numpy as np
 from PIL import Image
 
-from data_prep import sources, stats
+from data_prep import blas, sources, stats
 from data_prep.anomalies import Rejected, decode
 from data_prep.imagenet import read_source
 from data_prep.progress import Progress
@@ -65,7 +65,7 @@ def image_shape(params: dict) -> tuple[int, int, int]:
 
 def prepare_image(data: bytes, name: str, params: dict) -> tuple[bytes, np.ndarray, list[str]]:
     """Raw bytes -> (stored bytes: JPEG, or raw H·W·C uint8 at native size; the pixels training
-    will decode from them; notes)."""
+    will decode from them, or None when params["stats"] is false; notes)."""
     shape = image_shape(params)
     image, notes = decode(data, name, params["max_pixels"], params["exif_transpose"], shape[2])
     if params["size"] is None:
@@ -76,9 +76,11 @@ def prepare_image(data: bytes, name: str, params: dict) -> tuple[bytes, np.ndarr
         return pixels.tobytes(), pixels, notes
     image = resize_center_crop(image, params["size"])
     jpeg = encode_jpeg(image, params["quality"])
+    if not params.get("stats", True):
+        return jpeg, None, notes
     with Image.open(io.BytesIO(jpeg)) as im:
-        # statistics of what the network will see
-        pixels = np.asarray(im.convert("RGB" if shape[2] == 3 else "L")).reshape(shape)
+        # statistics of what the network will see (the JPEG decodes to the mode it was saved in)
+        pixels = np.asarray(im).reshape(shape)
     return jpeg, pixels, notes
 
 
@@ -91,23 +93,24 @@ def process_chunk(job) -> int:
     parts, k, items, params = job
     blobs, lengths, labels, names, digests, anomalies, stamps = [], [], [], [], [], [], []
     acc = stats.empty(image_shape(params))
-    for name, label, src in items:
-        stamps.append(sources.stamp(src[0]))  # before reading: a later change is then always seen
-        data = read_source(src)
-        try:
-            stored, pixels, notes = prepare_image(data, name, params)
-        except Rejected as e:
-            anomalies.append(dict(name=name, kind="rejected", reason=str(e)))
-            continue
-        if notes:
-            anomalies.append(dict(name=name, kind="converted", reason="; ".join(notes)))
-        if params["stats"]:
-            stats.accumulate(acc, pixels)
-        blobs.append(stored)
-        lengths.append(len(stored))
-        labels.append(label)
-        names.append(name)
-        digests.append(sources.digest(data))
+    with blas.one_thread():  # one process per core: BLAS threads would only spin
+        for name, label, src in items:
+            stamps.append(sources.stamp(src[0]))  # before reading: a later change is always seen
+            data = read_source(src)
+            try:
+                stored, pixels, notes = prepare_image(data, name, params)
+            except Rejected as e:
+                anomalies.append(dict(name=name, kind="rejected", reason=str(e)))
+                continue
+            if notes:
+                anomalies.append(dict(name=name, kind="converted", reason="; ".join(notes)))
+            if params["stats"]:
+                stats.accumulate(acc, pixels)
+            blobs.append(stored)
+            lengths.append(len(stored))
+            labels.append(label)
+            names.append(name)
+            digests.append(sources.digest(data))
     meta = npz_bytes(length=np.asarray(lengths, np.int64), label=np.asarray(labels, np.int64),
                      name=np.asarray(names, dtype=str),
                      digest=np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 16),
