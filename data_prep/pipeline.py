@@ -6,8 +6,9 @@ encode, plus the train statistics' integer sums) is written to OUT/.parts/chunk-
 (even SIGKILL) re-run with the same command redoes only the missing chunks. When all are done, the
 chunks are copied in order into the shards (data_prep.shards.ShardWriter), stats.npz and finally
 manifest.json are written, and .parts is removed. Output bytes depend only on the item list and
-the parameters: 1 or N workers, interrupted or not, give identical files. While merging, the
-parts and the shards coexist: the split needs about twice its final size of free disk.
+the parameters (and, through the float32 area resize, on the machine's BLAS kernels): 1 or N
+workers, interrupted or not, give identical files. While merging, the parts and the shards
+coexist: the split needs about twice its final size of free disk.
 
 Each chunk also records, per input, its size and modification time when read (a resumed run
 refuses to reuse a finished chunk whose inputs have changed since) and a 128-bit BLAKE2b digest of
@@ -29,6 +30,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import zipfile
 
 import numpy as np
 from PIL import Image
@@ -124,14 +126,23 @@ def process_chunk(job) -> int:
     return len(items)
 
 
+def load_chunk(path: str, keys) -> dict:
+    """The arrays `keys` of a chunk's .npz (a missing key is None), or PrepError if damaged."""
+    try:  # written by us, atomically: only outside damage (or a planted file) fails here
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] if key in z else None for key in keys}
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise PrepError(f"{path} is damaged ({e}): delete it and re-run the same command (that "
+                        f"chunk is recomputed)") from None
+
+
 def check_unchanged(parts: str, chunks: list) -> None:
     """Refuse to reuse a finished chunk whose input files changed (size or modification time)
     since it was made: its records would not be those of the files now on disk."""
     for k, items in enumerate(chunks):
         path = chunk_path(parts, k, "npz")
         if os.path.exists(path):
-            with np.load(path, allow_pickle=False) as z:
-                change = sources.first_change(items, z["stamp"] if "stamp" in z else None)
+            change = sources.first_change(items, load_chunk(path, ["stamp"])["stamp"])
             if change:
                 raise PrepError(f"{change} since the interrupted prep made {path}: delete "
                                 f"{parts} and re-run to start over")
@@ -225,13 +236,11 @@ def merge(out_dir, parts, n_chunks, classes, params, plan, skipped, max_failures
     anomalies = list(skipped)
     metas = []
     for k in range(n_chunks):  # the small arrays only: the stats sums are added one by one below
-        try:  # written by us, atomically: only outside damage (or a planted file) fails here
-            with np.load(chunk_path(parts, k, "npz"), allow_pickle=False) as z:
-                metas.append({key: z[key] for key in ("length", "label", "name", "digest",
-                                                      "anomalies")})
-        except (ValueError, KeyError, OSError, EOFError) as e:
-            raise PrepError(f"{chunk_path(parts, k, 'npz')} is damaged ({e}): delete it and "
-                            f"re-run the same command (that chunk is recomputed)") from None
+        path = chunk_path(parts, k, "npz")
+        metas.append(load_chunk(path, ("length", "label", "name", "digest", "anomalies")))
+        if any(v is None for v in metas[-1].values()):
+            raise PrepError(f"{path} is damaged (arrays missing): delete it and re-run the same "
+                            f"command (that chunk is recomputed)")
         anomalies += json.loads(str(metas[-1]["anomalies"]))
     anomalies += sources.duplicates(metas, sources.earlier_digests(compare_with))
     failures = [a for a in anomalies if a["kind"] in FAILURES]

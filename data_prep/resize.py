@@ -14,8 +14,9 @@ in the interval ([0, 90, 180] to 2 pixels: BOX [45, 180], area [30, 150]); the t
 whole-number factors. The average is separable: two matrix products with the (banded) coverage
 weights, cut into blocks of output rows so that only the band is multiplied, computed only for the
 rows and columns that survive the crop, in float32 (exact for whole-number factors: integer sums),
-rounded half up. Enlarging uses PIL's BICUBIC (the cubic filter of INTER_CUBIC). No `reducing_gap`
-and no JPEG `draft()`: both would change pixels (docs/data.md measures draft()).
+rounded half up. BLAS kernels differ between CPU types, so on another machine a pixel within
+float32 error of x.5 may round the other way. Enlarging uses PIL's BICUBIC (the cubic filter of INTER_CUBIC).
+No `reducing_gap` and no JPEG `draft()`: both would change pixels (docs/data.md measures draft()).
 """
 from __future__ import annotations
 
