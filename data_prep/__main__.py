@@ -1,6 +1,7 @@
 """`python -m data_prep <verb>` / `alexnet prep <verb>`: §2 preparation, done once.
 
-Verbs: imagenet (raw ILSVRC -> ROOT/train, ROOT/val[, ROOT/test]), verify (re-check a split or a
+Verbs: imagenet (raw ILSVRC -> ROOT/train, ROOT/val[, ROOT/test]), images (any class-folder
+dataset -> the same, at native size or resized; data_prep.images), verify (re-check a split or a
 ROOT), stats (compare ROOT's train statistics with Alex's), bench (prep throughput), synthetic,
 cifar10, fashion-mnist (in data_prep.synthetic / data_prep.small, imported only when asked for).
 """
@@ -13,6 +14,7 @@ import sys
 
 VERBS = {
     "imagenet": "raw ILSVRC-2012/2010 (official tars or folders) -> prepared ROOT",
+    "images": "any class-folder dataset (train/<class>/*, val/ or test/) -> prepared ROOT",
     "verify": "re-check a prepared split or ROOT against its manifest; non-zero exit on mismatch",
     "stats": "print ROOT's mean/PCA next to Alex Krizhevsky's (data_prep/reference)",
     "bench": "prep throughput per core and scaling with workers, on generated ImageNet-like JPEGs",
@@ -31,41 +33,90 @@ def summary(split: str, manifest: dict, path: str) -> str:
     """One readable line per prepared split: what was written, what was converted or left out."""
     c = manifest["prep"]["counts"]
     size = sum(s["bytes"] for s in manifest["shards"]) / 1e6
-    left_out = c["rejected"] + c["skipped"]
+    noted = [f"{c.get(k, 0)} {k}" for k in ("rejected", "skipped", "missing", "duplicate")
+             if c.get(k, 0)]
     return (f"{split}: {manifest['count']:,} images of {manifest['num_classes']:,} classes in "
             f"{len(manifest['shards'])} shard(s), {size:,.1f} MB -> {path}; {c['converted']} "
-            f"converted to RGB, {c['rejected']} rejected, {c['skipped']} skipped"
-            + (" (each listed in manifest.json)" if c["converted"] or left_out else "")
+            f"converted" + "".join(f", {n}" for n in noted)
+            + (" (each listed in manifest.json)" if c["converted"] or noted else "")
             + ("; mean image and RGB PCA in stats.npz" if manifest["prep"].get("stats") else ""))
 
 
-def main_imagenet(argv) -> int:
+def add_prep_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the verbs that run data_prep.pipeline (imagenet, images)."""
     from data_prep.anomalies import DEFAULT_MAX_PIXELS
-    from data_prep.files import output_problem
-    from data_prep.imagenet import InputError, discover
-    from data_prep.pipeline import PrepError, prepare_split
 
-    p = argparse.ArgumentParser(prog="alexnet prep imagenet", description=VERBS["imagenet"])
-    p.add_argument("--input", required=True, help="directory holding the official files or "
-                   "train/ val/ folders")
     p.add_argument("--out", required=True, help="output ROOT (train/, val/, test/ inside)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (the "
                    "output does not depend on it; default: %(default)s, the CPUs here)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored 256x256 "
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored resized "
                    "images (docs/data.md: size vs PSNR; default: %(default)s)")
-    p.add_argument("--size", type=int, default=256, help="§2: shorter side and crop size "
-                   "(default: %(default)s)")
     p.add_argument("--chunk-size", type=int, default=1024, help="images per resumable unit "
                    "(the output does not depend on it; default: %(default)s)")
     p.add_argument("--shard-mb", type=int, default=1024, help="target shard size in MiB "
                    "(default: %(default)s)")
-    p.add_argument("--max-failures", type=int, default=0, help="rejected or skipped inputs "
-                   "accepted before prep fails (each is listed in the manifest; default: "
+    p.add_argument("--max-failures", type=int, default=0, help="rejected, skipped or missing "
+                   "inputs accepted before prep fails (each is listed in the manifest; default: "
                    "%(default)s)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help="decompression-bomb limit, in pixels (default: %(default)s)")
+                   help="decompression-bomb limit, in pixels; PIL's own limit follows it "
+                   "(default: %(default)s)")
     p.add_argument("--exif-transpose", action="store_true", help="rotate images by their EXIF "
                    "orientation (default: keep stored pixels, like Alex's code)")
+
+
+def prepare_splits(args, info: dict, params: dict, source: dict, splits) -> None:
+    """Prepare `splits` of a discovered input in order; each later split is checked for files
+    identical to those of the earlier ones."""
+    from data_prep.pipeline import prepare_split
+
+    done = []
+    for split in splits:
+        out = os.path.join(args.out, split)
+        m = prepare_split(out, info["splits"][split], info["classes"],
+                          dict(params, stats=split == "train"), skipped=info["skipped"][split],
+                          workers=args.workers, chunk_size=args.chunk_size,
+                          max_failures=args.max_failures, label=split, compare_with=done,
+                          source=dict(source, **({"folder": info["folders"][split]}
+                                                 if "folders" in info else {})))
+        done.append(out)
+        print(summary(split, m, out))
+
+
+def run_prep(verb: str, out: str, work) -> int:
+    """work() with prep's errors as one line on stderr and exit status 1; an unusable --out is
+    exit 2 before any work."""
+    from data_prep.files import output_problem
+    from data_prep.imagenet import InputError
+    from data_prep.pipeline import PrepError
+
+    problem = output_problem(out)
+    if problem:
+        print(f"alexnet prep {verb}: --out {out}: {problem}: choose another folder",
+              file=sys.stderr)
+        return 2
+    try:
+        work()
+    except (InputError, PrepError) as e:
+        print(f"alexnet prep {verb}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # an unreadable input or output: name it, keep the finished chunks
+        print(f"alexnet prep {verb}: {e}; fix it and re-run the same command (finished work "
+              f"is kept)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_imagenet(argv) -> int:
+    from data_prep.imagenet import discover
+    from data_prep.resize import RESAMPLE
+
+    p = argparse.ArgumentParser(prog="alexnet prep imagenet", description=VERBS["imagenet"])
+    p.add_argument("--input", required=True, help="directory holding the official files or "
+                   "train/ val/ folders")
+    p.add_argument("--size", type=int, default=256, help="§2: shorter side and crop size "
+                   "(default: %(default)s)")
+    add_prep_options(p)
     p.add_argument("--val-labels", help="'<file name> <wnid>' lines, or one wnid per sorted val "
                    "file (default: the devkit's ground truth and data/meta.mat)")
     p.add_argument("--test-labels", help="the same, for the ILSVRC-2010 test images (default: "
@@ -76,38 +127,56 @@ def main_imagenet(argv) -> int:
     p.add_argument("--splits", default="train,val,test", help="comma-separated splits to prepare, "
                    "those absent from the input skipped (default: %(default)s)")
     args = p.parse_args(argv)
-    problem = output_problem(args.out)
-    if problem:
-        print(f"alexnet prep imagenet: --out {args.out}: {problem}: choose another folder",
-              file=sys.stderr)
-        return 2
-    try:
+
+    def work():
         info = discover(args.input, args.val_labels, args.test_labels, args.class_names)
         print(f"prep: {info['layout']} layout{' ILSVRC-%d' % info['year'] if info['year'] else ''}"
               f", {len(info['classes'])} classes, " + ", ".join(
                   f"{s} {len(v)} images" for s, v in info["splits"].items()), file=sys.stderr)
-        for split in [s for s in args.splits.split(",") if s in info["splits"]]:
-            params = dict(size=args.size, quality=args.quality, max_pixels=args.max_pixels,
-                          exif_transpose=args.exif_transpose, stats=split == "train",
-                          shard_bytes=args.shard_mb << 20, jpeg_subsampling="4:2:0",
-                          resample="shorter side to size: BOX (area) when shrinking, BICUBIC "
-                                   "when enlarging (cuda-convnet2); central crop",
-                          class_index="position of the wnid in the sorted train wnids")
-            source = dict(layout=info["layout"], year=info["year"],
-                          input=os.path.basename(os.path.abspath(args.input)))
-            m = prepare_split(os.path.join(args.out, split), info["splits"][split],
-                              info["classes"], params, skipped=info["skipped"][split],
-                              workers=args.workers, chunk_size=args.chunk_size,
-                              max_failures=args.max_failures, source=source, label=split)
-            print(summary(split, m, os.path.join(args.out, split)))
-    except (InputError, PrepError) as e:
-        print(f"alexnet prep imagenet: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # an unreadable input or output: name it, keep the finished chunks
-        print(f"alexnet prep imagenet: {e}; fix it and re-run the same command (finished work "
-              f"is kept)", file=sys.stderr)
-        return 1
-    return 0
+        params = dict(size=args.size, quality=args.quality, max_pixels=args.max_pixels,
+                      exif_transpose=args.exif_transpose, shard_bytes=args.shard_mb << 20,
+                      jpeg_subsampling="4:2:0", resample=RESAMPLE,
+                      class_index="position of the wnid in the sorted train wnids")
+        source = dict(layout=info["layout"], year=info["year"],
+                      input=os.path.basename(os.path.abspath(args.input)))
+        prepare_splits(args, info, params, source,
+                       [s for s in args.splits.split(",") if s in info["splits"]])
+    return run_prep("imagenet", args.out, work)
+
+
+def main_images(argv) -> int:
+    from data_prep import images
+    from data_prep.resize import RESAMPLE
+
+    p = argparse.ArgumentParser(prog="alexnet prep images", description=VERBS["images"])
+    p.add_argument("--input", required=True, help=f"dataset folder: {images.LAYOUT}")
+    p.add_argument("--size", type=int, help="shorter side to N, central NxN crop, stored as JPEG "
+                   "(default: native size, all images the same size, stored as raw uint8)")
+    add_prep_options(p)
+    args = p.parse_args(argv)
+    if args.size is not None and args.size < 1:
+        p.error(f"--size {args.size}: must be a positive number of pixels")
+
+    def work():
+        info = images.discover(args.input)
+        geo = images.geometry(args.input, info["splits"], args.size is None, args.exif_transpose,
+                              args.workers)
+        shape = geo.get("image_shape") or [args.size, args.size, geo["channels"]]
+        print(f"prep: class folders, {len(info['classes'])} classes, " + ", ".join(
+            f"{s} ({info['folders'][s]}) {len(v)} images" for s, v in info["splits"].items())
+            + f"; stored {'x'.join(map(str, shape))} "
+            + ("raw (native size)" if args.size is None else "JPEG"), file=sys.stderr)
+        params = dict(size=args.size, channels=geo["channels"], max_pixels=args.max_pixels,
+                      exif_transpose=args.exif_transpose, shard_bytes=args.shard_mb << 20,
+                      class_index="position of the class folder in the sorted train folders")
+        if args.size is None:
+            params.update(image_shape=shape)
+        else:
+            params.update(quality=args.quality, jpeg_subsampling="4:2:0", resample=RESAMPLE)
+        source = dict(layout="class folders", input=os.path.basename(os.path.abspath(args.input)))
+        prepare_splits(args, info, params, source, [s for s in ("train", "val", "test")
+                                                    if s in info["splits"]])
+    return run_prep("images", args.out, work)
 
 
 def main_verify(argv) -> int:
@@ -173,6 +242,8 @@ def main(argv=None) -> int:
     verb, rest = argv[0], argv[1:]
     if verb == "imagenet":
         return main_imagenet(rest)
+    elif verb == "images":
+        return main_images(rest)
     elif verb == "verify":
         return main_verify(rest)
     elif verb == "stats":

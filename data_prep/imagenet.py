@@ -16,23 +16,22 @@ contain '..' are skipped and reported. A damaged or truncated tar, even one cut 
 two members (seen by its missing end-of-archive marker), stops prep with an error naming it.
 
 Labels: class index = position of the wnid in the SORTED list of train wnids (n01440764 → 0 for
-ILSVRC-2012; the order torchvision's ImageFolder also gives). Alex's code used ILSVRC2012_ID - 1
+ILSVRC-2012; the order torchvision's ImageFolder also gives); a train class without images is an
+error, not a class with no training data. Alex's code used ILSVRC2012_ID - 1
 instead; the two differ only by a permutation. Val/test labels come from, in this order: class
 folders, `--val-labels FILE` / `--test-labels FILE` (lines "ILSVRC2012_val_00000001.JPEG n01751748",
-or one wnid per line for the sorted file names), or the devkit (ground-truth IDs + data/meta.mat,
-read by data_prep.matfile, which needs nothing beyond numpy).
+or one wnid per line for the sorted file names), or the devkit (ground-truth IDs + data/meta.mat);
+they are read, and checked, by data_prep.labels.
 """
 from __future__ import annotations
 
 import os
 import re
-import sys
 import tarfile
 import zlib
 
-import numpy as np
-
-from data_prep import matfile
+from data_prep.labels import (InputError, _base, check_count, ids_to_wnids, read_class_names,
+                              read_devkit, read_labels_file)
 
 OFFICIAL = {
     2012: dict(train="ILSVRC2012_img_train.tar", val="ILSVRC2012_img_val.tar",
@@ -41,12 +40,7 @@ OFFICIAL = {
                test="ILSVRC2010_images_test.tar", devkit="ILSVRC2010_devkit-1.0.tar.gz",
                test_truth="ILSVRC2010_test_ground_truth.txt"),
 }
-NAME_FILES = ("synset_words.txt", "LOC_synset_mapping.txt")  # "wnid words…" per line
 CLASS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class InputError(Exception):
-    """The input directory does not hold a layout we know, or its labels are inconsistent."""
 
 
 def expected_layouts(root: str) -> str:
@@ -100,10 +94,6 @@ def read_tar(reader, path: str, *args):
     except (tarfile.TarError, EOFError, zlib.error) as e:
         raise InputError(f"{path} is damaged or truncated ({e}): download it again and compare "
                          f"its size and checksum with the official ones") from None
-
-
-def _base(name: str) -> str:
-    return name.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def list_train_tar(path: str, skipped: list):
@@ -169,75 +159,9 @@ def list_class_folders(path: str, skipped: list):
     return by_class
 
 
-def read_labels_file(path: str, names: list[str]) -> list[str]:
-    """'<file name> <wnid>' per line (any order), or one wnid per line for the sorted names."""
-    with open(path, encoding="utf-8") as f:
-        rows = [ln.split() for ln in f if ln.strip()]
-    if rows and all(len(r) >= 2 for r in rows):
-        table = {_base(r[0]): r[1] for r in rows}
-        missing = [n for n in names if n not in table]
-        if missing:
-            raise InputError(f"labels file {path} has no line for {len(missing)} images, e.g. "
-                             f"{missing[0]!r}: expected lines '<file name> <wnid>'")
-        return [table[n] for n in names]
-    if len(rows) != len(names) or any(len(r) != 1 for r in rows):
-        raise InputError(f"labels file {path}: {len(rows)} lines for {len(names)} images; expected "
-                         f"'<file name> <wnid>' lines, or exactly one wnid per sorted image name")
-    return [r[0] for r in rows]
-
-
-def read_devkit(path: str, year: int):
-    """Devkit tar.gz -> (ground-truth IDs per val image, {ID: (wnid, words)}, or None when
-    data/meta.mat is missing or unreadable)."""
-    truth, meta = None, None
-    with tarfile.open(path, mode="r:gz") as tf:
-        for m in tf:
-            if not m.isreg():
-                continue
-            if m.name.endswith(f"data/ILSVRC{year}_validation_ground_truth.txt"):
-                truth = [int(x) for x in tf.extractfile(m).read().split()]
-            elif m.name.endswith("data/meta.mat"):
-                meta = read_meta_mat(tf.extractfile(m).read(), year, path)
-    if truth is None:
-        raise InputError(f"devkit {path} has no data/ILSVRC{year}_validation_ground_truth.txt")
-    return truth, meta
-
-
-def read_meta_mat(data: bytes, year: int, where: str):
-    """data/meta.mat -> {ILSVRC ID: (wnid, words)} (data_prep.matfile), or None when it cannot be
-    read (the caller then asks for --val-labels)."""
-    key = f"ILSVRC{year}_ID"
-    try:
-        synsets = matfile.loadmat(data)["synsets"]
-        table = {int(np.asarray(s[key]).ravel()[0]): (s["WNID"], s["words"]) for s in synsets}
-    except (matfile.MatError, KeyError, IndexError, TypeError) as e:
-        print(f"prep: cannot read data/meta.mat in {where} ({type(e).__name__}: {e})",
-              file=sys.stderr)
-        return None
-    if not table:
-        raise InputError(f"{where}: data/meta.mat lists no synsets")
-    return table
-
-
-def ids_to_wnids(ids, meta, what: str, labels_flag: str, where: str) -> list[str]:
-    if meta is None:
-        raise InputError(f"reading {what} labels from {where} needs its data/meta.mat: it is "
-                         f"missing or unreadable here; pass {labels_flag} FILE with lines "
-                         f"'ILSVRC2012_val_00000001.JPEG n01751748'")
-    return [meta[i][0] for i in ids]
-
-
-def read_class_names(root: str, names_file: str | None) -> dict:
-    paths = [names_file] if names_file else [os.path.join(root, n) for n in NAME_FILES]
-    for p in paths:
-        if p and os.path.exists(p):
-            with open(p, encoding="utf-8") as f:
-                return {ln.split(None, 1)[0]: ln.split(None, 1)[1].strip()
-                        for ln in f if len(ln.split(None, 1)) == 2}
-    return {}
-
-
-def labelled(files, wnids, index, split: str):
+def labelled(files, wnids, index, split: str, where: str):
+    """[(name, class index, src)]; as many labels as files, each a train wnid, or InputError."""
+    check_count(where, len(wnids), len(files), split)
     unknown = sorted(set(wnids) - set(index))
     if unknown:
         raise InputError(f"{split} labels name {len(unknown)} wnids absent from train, e.g. "
@@ -272,6 +196,13 @@ def discover(root: str, val_labels: str | None = None, test_labels: str | None =
                 raw[split] = sub if sub else list_folder(d, skipped[split])
     if layout is None or not train:
         raise InputError(f"no ILSVRC input found in {root}; {expected_layouts(root)}")
+    empty = [w for w in sorted(train) if not train[w]]
+    if empty:  # kept, it would be a class the network is scored on but never sees
+        where = os.path.join(root, "train", empty[0]) if layout == "folders" else \
+            f"{empty[0]}.tar in {OFFICIAL[year]['train']}"
+        raise InputError(f"train class {empty[0]} has no images ({where}; {len(empty)} empty "
+                         f"classes): restore its images, or remove it to drop the class (every "
+                         f"later class index then moves down by one)")
     wnids = sorted(train)
     index = {w: i for i, w in enumerate(wnids)}
     splits = {"train": [(n, index[w], src) for w in wnids for n, src in sorted(train[w])]}
@@ -280,19 +211,19 @@ def discover(root: str, val_labels: str | None = None, test_labels: str | None =
         flag, labels_path = flags[split]
         if isinstance(files, dict):  # class folders
             splits[split] = labelled([f for w in sorted(files) for f in files[w]],
-                                     [w for w in sorted(files) for _ in files[w]], index, split)
+                                     [w for w in sorted(files) for _ in files[w]], index, split,
+                                     os.path.join(root, split))
             continue
         names = [n for n, _ in files]
         if labels_path:
-            wn = read_labels_file(labels_path, names)
+            wn, absent = read_labels_file(labels_path, names)
+            skipped[split] += absent
+            where = labels_path
         elif split == "val" and layout == "official" and os.path.exists(
                 os.path.join(root, OFFICIAL[year]["devkit"])):
             dk = os.path.join(root, OFFICIAL[year]["devkit"])
             ids, meta = read_tar(read_devkit, dk, year)
-            if len(ids) != len(names):
-                raise InputError(f"{dk}: {len(ids)} ground-truth labels for {len(names)} "
-                                 f"val images")
-            wn = ids_to_wnids(ids, meta, "val", flag, dk)
+            wn, where = ids_to_wnids(ids, meta, "val", flag, dk, len(names)), dk
         elif split == "test" and year == 2010 and os.path.exists(
                 os.path.join(root, OFFICIAL[2010]["test_truth"])):
             truth = os.path.join(root, OFFICIAL[2010]["test_truth"])
@@ -300,12 +231,12 @@ def discover(root: str, val_labels: str | None = None, test_labels: str | None =
                 _, meta = read_tar(read_devkit, os.path.join(root, OFFICIAL[2010]["devkit"]), 2010)
             with open(truth) as f:
                 ids = [int(x) for x in f.read().split()]
-            wn = ids_to_wnids(ids, meta, "test", flag, truth)
+            wn, where = ids_to_wnids(ids, meta, "test", flag, truth, len(names)), truth
         else:
             raise InputError(f"{split} images in {root} have no labels: pass {flag} FILE (lines "
                              f"'<file name> <wnid>'), use {split}/<wnid>/ folders, or put the "
                              f"devkit beside the tars")
-        splits[split] = labelled(files, wn, index, split)
+        splits[split] = labelled(files, wn, index, split, where)
     names = read_class_names(root, names_file)
     if meta:
         names = {w: words for w, words in meta.values()}

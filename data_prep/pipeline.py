@@ -6,8 +6,19 @@ encode, plus the train statistics' integer sums) is written to OUT/.parts/chunk-
 (even SIGKILL) re-run with the same command redoes only the missing chunks. When all are done, the
 chunks are copied in order into the shards (data_prep.shards.ShardWriter), stats.npz and finally
 manifest.json are written, and .parts is removed. Output bytes depend only on the item list and
-the parameters: 1 or N workers, interrupted or not, give identical files. While merging, the
-parts and the shards coexist: the split needs about twice its final size of free disk.
+the parameters (and, through the float32 area resize, on the machine's BLAS kernels): 1 or N
+workers, interrupted or not, give identical files. While merging, the parts and the shards
+coexist: the split needs about twice its final size of free disk.
+
+Each chunk also records, per input, its size and modification time when read (a resumed run
+refuses to reuse a finished chunk whose inputs have changed since) and a 128-bit BLAKE2b digest of
+its bytes: identical files under two names, in this split or in one given in `compare_with`, are
+reported as "duplicate" anomalies (kept, not removed). The digests are stored in sources.npz.
+
+Stored images: `params["size"]` N gives the §2 shorter-side-N resize and central N×N crop,
+stored as JPEG (`prep imagenet`, `prep images --size N`); `params["size"]` None keeps each image
+at its native size, which must be `params["image_shape"]`, stored as raw uint8 (`prep images`).
+`params["channels"]` (default 3) is 1 for an all-grayscale dataset.
 """
 from __future__ import annotations
 
@@ -19,54 +30,26 @@ import multiprocessing
 import os
 import shutil
 import signal
-import sys
-import time
+import zipfile
 
 import numpy as np
 from PIL import Image
 
-from data_prep import stats
+from data_prep import blas, sources, stats
 from data_prep.anomalies import Rejected, decode
 from data_prep.imagenet import read_source
+from data_prep.progress import Progress
 from data_prep.resize import resize_center_crop
 from data_prep.files import npz_bytes, write_atomic
 from data_prep.shards import MANIFEST, STATS, ShardWriter, read_manifest
 
 PARTS = ".parts"
+FAILURES = ("rejected", "skipped", "missing")  # anomaly kinds counted against --max-failures
 KILL_ENV = "DATA_PREP_TEST_KILL_AFTER_CHUNKS"  # tests: SIGKILL ourselves after k chunks
 
 
 class PrepError(Exception):
     """Preparation stopped; the message says why and what to do."""
-
-
-class Progress:
-    """Rate and ETA: a bar redrawn in place on a terminal, a line every `every` s otherwise."""
-
-    def __init__(self, total: int, label: str, done: int = 0, every: float = 10.0, stream=None):
-        self.total, self.label, self.done, self.every = total, label, done, every
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.start, self.start_done, self.last = time.monotonic(), done, 0.0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if not self.tty and now - self.last < self.every and self.done < self.total:
-            return
-        self.last = now
-        rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "?"
-        frac = self.done / max(self.total, 1)
-        text = f"{self.label}: {self.done}/{self.total} images, {rate:.0f} img/s, ETA {eta_s}"
-        if self.tty:
-            bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
-            end = "\n" if self.done >= self.total else ""
-            self.stream.write(f"\r[{bar}] {text}{end}")
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
@@ -76,13 +59,31 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def image_shape(params: dict) -> tuple[int, int, int]:
+    """(H, W, C) of the stored images: size×size after the §2 resize and crop, or native."""
+    if params["size"] is None:
+        return tuple(params["image_shape"])
+    return (params["size"], params["size"], params.get("channels", 3))
+
+
 def prepare_image(data: bytes, name: str, params: dict) -> tuple[bytes, np.ndarray, list[str]]:
-    """Raw bytes -> (stored JPEG bytes, the pixels training will decode from them, notes)."""
-    image, notes = decode(data, name, params["max_pixels"], params["exif_transpose"])
+    """Raw bytes -> (stored bytes: JPEG, or raw H·W·C uint8 at native size; the pixels training
+    will decode from them, or None when params["stats"] is false; notes)."""
+    shape = image_shape(params)
+    image, notes = decode(data, name, params["max_pixels"], params["exif_transpose"], shape[2])
+    if params["size"] is None:
+        if image.size != (shape[1], shape[0]):
+            raise Rejected(f"{image.size[0]}x{image.size[1]} pixels, the split's images are "
+                           f"{shape[1]}x{shape[0]} (did the file change since prep started?)")
+        pixels = np.asarray(image).reshape(shape)
+        return pixels.tobytes(), pixels, notes
     image = resize_center_crop(image, params["size"])
     jpeg = encode_jpeg(image, params["quality"])
+    if not params.get("stats", True):
+        return jpeg, None, notes
     with Image.open(io.BytesIO(jpeg)) as im:
-        pixels = np.asarray(im.convert("RGB"))  # statistics of what the network will see
+        # statistics of what the network will see (the JPEG decodes to the mode it was saved in)
+        pixels = np.asarray(im).reshape(shape)
     return jpeg, pixels, notes
 
 
@@ -93,24 +94,30 @@ def chunk_path(parts: str, k: int, ext: str) -> str:
 def process_chunk(job) -> int:
     """Worker: one chunk of (name, label, src) -> chunk-k.bin + chunk-k.npz. Returns #items."""
     parts, k, items, params = job
-    blobs, lengths, labels, names, anomalies = [], [], [], [], []
-    acc = stats.empty((params["size"], params["size"], 3))
-    for name, label, src in items:
-        try:
-            jpeg, pixels, notes = prepare_image(read_source(src), name, params)
-        except Rejected as e:
-            anomalies.append(dict(name=name, kind="rejected", reason=str(e)))
-            continue
-        if notes:
-            anomalies.append(dict(name=name, kind="converted", reason="; ".join(notes)))
-        if params["stats"]:
-            stats.accumulate(acc, pixels)
-        blobs.append(jpeg)
-        lengths.append(len(jpeg))
-        labels.append(label)
-        names.append(name)
+    blobs, lengths, labels, names, digests, anomalies, stamps = [], [], [], [], [], [], []
+    acc = stats.empty(image_shape(params))
+    with blas.one_thread():  # one process per core: BLAS threads would only spin
+        for name, label, src in items:
+            stamps.append(sources.stamp(src[0]))  # before reading: a later change is always seen
+            data = read_source(src)
+            try:
+                stored, pixels, notes = prepare_image(data, name, params)
+            except Rejected as e:
+                anomalies.append(dict(name=name, kind="rejected", reason=str(e)))
+                continue
+            if notes:
+                anomalies.append(dict(name=name, kind="converted", reason="; ".join(notes)))
+            if params["stats"]:
+                stats.accumulate(acc, pixels)
+            blobs.append(stored)
+            lengths.append(len(stored))
+            labels.append(label)
+            names.append(name)
+            digests.append(sources.digest(data))
     meta = npz_bytes(length=np.asarray(lengths, np.int64), label=np.asarray(labels, np.int64),
                      name=np.asarray(names, dtype=str),
+                     digest=np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 16),
+                     stamp=np.asarray(stamps, np.int64).reshape(-1, 2),
                      anomalies=np.asarray(json.dumps(anomalies)),
                      # int32 holds a chunk's per-pixel sums (255 · chunk_size): half the disk
                      **{f"acc_{key}": v.astype(np.int32) if key == "pixel_sum" else v
@@ -118,6 +125,28 @@ def process_chunk(job) -> int:
     write_atomic(chunk_path(parts, k, "bin"), b"".join(blobs))
     write_atomic(chunk_path(parts, k, "npz"), meta)  # last: marks the chunk done
     return len(items)
+
+
+def load_chunk(path: str, keys) -> dict:
+    """The arrays `keys` of a chunk's .npz (a missing key is None), or PrepError if damaged."""
+    try:  # written by us, atomically: only outside damage (or a planted file) fails here
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] if key in z else None for key in keys}
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise PrepError(f"{path} is damaged ({e}): delete it and re-run the same command (that "
+                        f"chunk is recomputed)") from None
+
+
+def check_unchanged(parts: str, chunks: list) -> None:
+    """Refuse to reuse a finished chunk whose input files changed (size or modification time)
+    since it was made: its records would not be those of the files now on disk."""
+    for k, items in enumerate(chunks):
+        path = chunk_path(parts, k, "npz")
+        if os.path.exists(path):
+            change = sources.first_change(items, load_chunk(path, ["stamp"])["stamp"])
+            if change:
+                raise PrepError(f"{change} since the interrupted prep made {path}: delete "
+                                f"{parts} and re-run to start over")
 
 
 def plan_of(items, params: dict, chunk_size: int) -> dict:
@@ -170,8 +199,10 @@ def run_chunks(out_dir: str, parts: str, chunks: list, params: dict, workers: in
 
 def prepare_split(out_dir: str, items: list, classes: list, params: dict, *, skipped=(),
                   workers: int = 1, chunk_size: int = 1024, max_failures: int = 0,
-                  source: dict | None = None, label: str = "prep") -> dict:
-    """Prepare one split from its sorted (name, label, src) items; returns the manifest."""
+                  source: dict | None = None, label: str = "prep", compare_with=()) -> dict:
+    """Prepare one split from its sorted (name, label, src) items; returns the manifest.
+    compare_with: prepared split directories whose files this split's duplicates are looked for in
+    (e.g. train for val)."""
     out_dir = os.fspath(out_dir)
     parts = os.path.join(out_dir, PARTS)
     plan = json.loads(json.dumps(plan_of(items, params, chunk_size)))  # as it reads back
@@ -195,52 +226,57 @@ def prepare_split(out_dir: str, items: list, classes: list, params: dict, *, ski
     else:
         write_atomic(plan_file, json.dumps(plan, sort_keys=True).encode())
     chunks = [items[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
+    check_unchanged(parts, chunks)
     run_chunks(out_dir, parts, chunks, params, workers, label)
     return merge(out_dir, parts, len(chunks), classes, params, plan, list(skipped),
-                 max_failures, source or {})
+                 max_failures, source or {}, compare_with)
 
 
-def merge(out_dir, parts, n_chunks, classes, params, plan, skipped, max_failures, source):
+def merge(out_dir, parts, n_chunks, classes, params, plan, skipped, max_failures, source,
+          compare_with=()):
     anomalies = list(skipped)
     metas = []
     for k in range(n_chunks):  # the small arrays only: the stats sums are added one by one below
-        try:  # written by us, atomically: only outside damage (or a planted file) fails here
-            with np.load(chunk_path(parts, k, "npz"), allow_pickle=False) as z:
-                metas.append({key: z[key] for key in ("length", "label", "name", "anomalies")})
-        except (ValueError, KeyError, OSError, EOFError) as e:
-            raise PrepError(f"{chunk_path(parts, k, 'npz')} is damaged ({e}): delete it and "
-                            f"re-run the same command (that chunk is recomputed)") from None
+        path = chunk_path(parts, k, "npz")
+        metas.append(load_chunk(path, ("length", "label", "name", "digest", "anomalies")))
+        if any(v is None for v in metas[-1].values()):
+            raise PrepError(f"{path} is damaged (arrays missing): delete it and re-run the same "
+                            f"command (that chunk is recomputed)")
         anomalies += json.loads(str(metas[-1]["anomalies"]))
-    failures = [a for a in anomalies if a["kind"] != "converted"]
+    anomalies += sources.duplicates(metas, sources.earlier_digests(compare_with))
+    failures = [a for a in anomalies if a["kind"] in FAILURES]
     if len(failures) > max_failures:
         listing = "\n".join(f"  {a['name']}: {a['kind']}: {a['reason']}" for a in failures[:50])
         raise PrepError(f"{len(failures)} inputs could not be prepared (budget --max-failures "
                         f"{max_failures}):\n{listing}\nfinished chunks are kept in {parts}: re-run "
                         f"with --max-failures {len(failures)} to accept them (each is listed in "
                         f"the manifest), or fix the inputs and delete {parts}")
-    counts = dict(images=sum(len(m["label"]) for m in metas),
-                  converted=sum(a["kind"] == "converted" for a in anomalies),
-                  rejected=sum(a["kind"] == "rejected" for a in anomalies),
-                  skipped=sum(a["kind"] == "skipped" for a in anomalies))
-    size = params["size"]
-    writer = ShardWriter(out_dir, "jpeg", (size, size, 3), classes, params["shard_bytes"])
-    acc = stats.empty((size, size, 3))
+    counts = dict(images=sum(len(m["label"]) for m in metas), **{
+        kind: sum(a["kind"] == kind for a in anomalies)
+        for kind in ("converted", "rejected", "skipped", "missing", "duplicate")})
+    shape = image_shape(params)
+    raw = params["size"] is None
+    writer = ShardWriter(out_dir, "raw" if raw else "jpeg", shape, classes, params["shard_bytes"])
+    acc = stats.empty(shape)
     try:
         for k, meta in enumerate(metas):
             with open(chunk_path(parts, k, "bin"), "rb") as f:
                 blob = f.read()
             pos = 0
             for n, lab, name in zip(meta["length"], meta["label"], meta["name"]):
-                writer.add(blob[pos:pos + int(n)], int(lab), str(name))
+                record = blob[pos:pos + int(n)]
+                writer.add(np.frombuffer(record, np.uint8).reshape(shape) if raw else record,
+                           int(lab), str(name))
                 pos += int(n)
             if params["stats"]:
                 with np.load(chunk_path(parts, k, "npz"), allow_pickle=False) as z:
                     acc = stats.combine([acc, {key: z[f"acc_{key}"].astype(np.int64)
                                                for key in acc}])
-        extra = []
+        sources.save(out_dir, metas)
+        extra = [sources.SOURCES]
         if params["stats"]:
             stats.save(out_dir, acc)
-            extra = [STATS]
+            extra.append(STATS)
         prep = dict(params, plan=output_plan(plan), counts=counts, source=source)
         manifest = writer.finish(prep, anomalies, extra)
     except OSError as e:

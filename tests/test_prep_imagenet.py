@@ -199,7 +199,8 @@ def test_bad_images_converted_or_rejected_and_budgeted(tmp_path, capsys):
     assert kinds["png.JPEG"] == ("converted", "format PNG named .JPEG")
     assert kinds["gray.JPEG"] == ("converted", "grayscale (L) -> RGB")
     assert kinds["empty.JPEG"][0] == kinds["text.JPEG"][0] == "rejected"
-    assert train.manifest["prep"]["counts"] == dict(images=15, converted=3, rejected=2, skipped=0)
+    assert train.manifest["prep"]["counts"] == dict(images=15, converted=3, rejected=2, skipped=0,
+                                                  missing=0, duplicate=0)
     assert len(train) == 15 and "empty.JPEG" not in set(train.names)
 
 

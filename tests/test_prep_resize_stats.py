@@ -6,7 +6,7 @@ from PIL import Image
 
 from data_prep import stats
 from data_prep.__main__ import main
-from data_prep.resize import resize_center_crop, target_size
+from data_prep.resize import area_resize_crop, resize_center_crop, target_size
 from raw_imagenet import dataset, prep, write_folders
 
 
@@ -29,9 +29,72 @@ def test_crop_is_central_without_resampling_at_scale_one():
 
 def test_halving_is_the_area_average():
     a = np.random.default_rng(2).integers(0, 256, (512, 600, 3), dtype=np.uint8)
-    out = np.asarray(resize_center_crop(Image.fromarray(a)), np.float64)
+    out = np.asarray(resize_center_crop(Image.fromarray(a)))
     area = a.reshape(256, 2, 300, 2, 3).astype(np.float64).mean(axis=(1, 3))  # INTER_AREA
-    assert np.abs(out - area[:, 22:278]).max() <= 1.0
+    np.testing.assert_array_equal(out, np.floor(area[:, 22:278] + 0.5))  # rounded half up
+
+
+def area_reference(a, new_w, new_h):
+    """INTER_AREA by definition: each input pixel split into new_h x new_w equal parts (np.repeat),
+    then every output pixel the plain mean of its h x w parts. Float64, not rounded."""
+    h, w = a.shape[:2]
+    parts = np.repeat(np.repeat(a.astype(np.float64), new_h, axis=0), new_w, axis=1)
+    return parts.reshape(new_h, h, new_w, w, -1).mean(axis=(1, 3))
+
+
+def test_area_average_weights_partly_covered_pixels_by_the_covered_fraction():
+    """[0, 90, 180] to 2 pixels: output 0 covers pixel 0 and half of pixel 1, so it is
+    (0 + 90/2) / 1.5 = 30, and output 1 (90/2 + 180) / 1.5 = 150. PIL's BOX gives [45, 180]."""
+    row = np.array([[0, 90, 180], [0, 90, 180]], np.uint8)
+    out = area_resize_crop(Image.fromarray(row), 2, 2, 0, 0, 2)           # along the width
+    np.testing.assert_array_equal(np.asarray(out), [[30, 150], [30, 150]])
+    out = area_resize_crop(Image.fromarray(np.ascontiguousarray(row.T)), 2, 2, 0, 0, 2)
+    np.testing.assert_array_equal(np.asarray(out), [[30, 30], [150, 150]])  # along the height
+    # both axes: out[0, 0] = (0 + 90/2 + 90/2 + 180/4) / 2.25 = 60, and so on
+    square = np.array([[0, 90, 180], [90, 180, 0], [180, 0, 90]], np.uint8)
+    out = area_resize_crop(Image.fromarray(square), 2, 2, 0, 0, 2)
+    np.testing.assert_array_equal(np.asarray(out), [[60, 120], [120, 60]])
+    assert np.asarray(Image.fromarray(square).resize((2, 2), Image.BOX)).tolist() == \
+        [[90, 90], [90, 90]]
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_whole_number_factors_equal_pil_box(k):
+    """Whole factors: one axis alone equals PIL's BOX exactly (ties included: k = 2, 4 give x.5
+    means, both round them up); both axes equal the exact k x k block mean rounded half up, which
+    PIL's BOX misses by at most 1 (it rounds its intermediate horizontal pass to 8 bits)."""
+    rng = np.random.default_rng(k)
+    a = rng.integers(0, 256, (6, 6 * k, 3), dtype=np.uint8)
+    wide = area_resize_crop(Image.fromarray(a), 6, 6, 0, 0, 6)
+    np.testing.assert_array_equal(np.asarray(wide),
+                                  np.asarray(Image.fromarray(a).resize((6, 6), Image.BOX)))
+    b = rng.integers(0, 256, (6 * k, 6 * k), dtype=np.uint8)   # and 1 channel (L)
+    both = np.asarray(area_resize_crop(Image.fromarray(b), 6, 6, 0, 0, 6)).astype(np.int64)
+    block = b.reshape(6, k, 6, k).astype(np.float64).mean(axis=(1, 3))
+    np.testing.assert_array_equal(both, np.floor(block + 0.5))
+    box = np.asarray(Image.fromarray(b).resize((6, 6), Image.BOX)).astype(np.int64)
+    assert np.abs(both - box).max() <= 1
+
+
+@pytest.mark.parametrize("w,h", [(23, 17), (17, 29), (40, 21)])
+def test_area_resize_of_the_crop_equals_the_whole_resize_then_the_crop(w, h):
+    """Only the rows and columns that survive the crop are computed: the same pixels as the
+    definition applied to the whole image, then cropped (size 8, fractional scales, odd margins)."""
+    a = np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    new_w, new_h = target_size(w, h, 8)
+    left, top = (new_w - 8) // 2, (new_h - 8) // 2
+    want = area_reference(a, new_w, new_h)[top:top + 8, left:left + 8]
+    got = np.asarray(resize_center_crop(Image.fromarray(a), 8))
+    clear = np.abs(want - np.floor(want) - 0.5) > 1e-3  # float32 may round a (near-)tie either way
+    assert clear.mean() > 0.95
+    np.testing.assert_array_equal(got[clear], np.floor(want + 0.5)[clear])
+
+
+def test_enlarging_is_pil_bicubic_then_the_crop():
+    a = np.random.default_rng(4).integers(0, 256, (200, 240, 3), dtype=np.uint8)
+    want = Image.fromarray(a).resize((307, 256), Image.BICUBIC).crop((25, 0, 281, 256))
+    np.testing.assert_array_equal(np.asarray(resize_center_crop(Image.fromarray(a))),
+                                  np.asarray(want))
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -74,3 +137,18 @@ def test_stats_verb_compares_with_the_reference(tmp_path, capsys):
     np.testing.assert_allclose(cmp["channel_mean"], ours["mean"].mean(axis=(0, 1)))
     np.testing.assert_allclose(cmp["pca_stdevs"], np.sqrt(ours["eigval"]))
     assert main(["stats", str(tmp_path / "raw")]) == 1  # no stats there: a clear error
+
+
+def test_one_blas_thread_inside_the_block_and_restored_after():
+    from data_prep import blas
+    if blas._openblas() is None:
+        pytest.skip("numpy does not use its bundled OpenBLAS here: nothing to tell")
+    get, set_ = blas._openblas()
+    before = get()
+    set_(2)
+    try:
+        with blas.one_thread():
+            assert get() == 1
+        assert get() == 2
+    finally:
+        set_(before)
