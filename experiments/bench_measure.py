@@ -18,7 +18,8 @@ from torch import nn
 
 from paper_alexnet import config, lrn, optim
 from paper_alexnet.model import AlexNet, conv1_padding
-from paper_alexnet.train import autocast, forward_backward
+from paper_alexnet.precision import autocast
+from paper_alexnet.train import forward_backward
 
 LRN_SHAPES = {"conv1": (48, 55, 55), "conv2": (128, 27, 27)}   # one tower's (C, H, W), Fig. 2
 

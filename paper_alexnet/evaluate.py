@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from paper_alexnet import checkpoint, config, distributed, metrics
+from paper_alexnet.precision import autocast, resolve_precision
 
 
 class EvaluationError(RuntimeError):
@@ -41,7 +42,6 @@ def count_errors(models, batches, *, views: int, split_len: int, world=None, dty
     device until the end (one sync). `index_space`: the split's image indices (default
     0..split_len-1); each must be seen exactly once over all ranks, else EvaluationError.
     """
-    from paper_alexnet.train import autocast
     world = world or distributed.World()
     out_device = models[0].output_device
     sums = torch.zeros(2 * (len(models) + 1), dtype=torch.float64, device=out_device)
@@ -111,7 +111,6 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool = True,
              batch_size: int | None = None, devices=None) -> dict:
     """§6 errors of one checkpoint, or of the softmax-averaged ensemble of several."""
     from paper_alexnet import data as data_lib
-    from paper_alexnet.train import resolve_precision
     world = distributed.current_world()
     if not checkpoints:
         raise EvaluationError("no checkpoint to evaluate: name one with --checkpoint or --run-dir")

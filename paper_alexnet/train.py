@@ -20,7 +20,6 @@ itself from its newest valid checkpoint.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -32,6 +31,8 @@ import torch.nn.functional as F
 
 from paper_alexnet import (checkpoint, config, distributed, fault_hook, metrics, optim,
                            preemption, watchdog)
+from paper_alexnet.evaluate import count_errors
+from paper_alexnet.precision import autocast, resolve_precision
 
 
 # Keys a resumed run may change (they do not change what is computed, only how long, how often it
@@ -81,19 +82,6 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 8191 + rank * 131_071 + 1) % (2 ** 63)
 
 
-def resolve_precision(cfg: config.RunConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 on a GPU for precision=auto, none (fp32) on the CPU."""
-    if cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def forward_backward(net, optimizer, images, labels, device: torch.device,
                      dtype: torch.dtype | None):
     """The step up to its gradients: forward under autocast, the §5 loss (batch-mean
@@ -137,7 +125,6 @@ def _check_finite(first_bad: torch.Tensor, world, where: str):
 def evaluate_signal(model, data_lib, data_root, cfg, world, dtype) -> dict:
     """Centre-crop top-1/top-5 error on `schedule.signal_split` (the §5 schedule's signal), every
     image of the split seen once across the ranks."""
-    from paper_alexnet.evaluate import count_errors
     split = cfg.schedule.signal_split
     _, indices = data_lib.split_indices(data_root, split, cfg)
     batches = data_lib.eval_batches(data_root, split, cfg, view="center", rank=world.rank,

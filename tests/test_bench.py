@@ -177,7 +177,7 @@ def test_fast_step_on_a_gpu_never_waits_for_the_host():
 
 
 def _output_and_grads(net, params, x, dtype):
-    from paper_alexnet.train import autocast
+    from paper_alexnet.precision import autocast
     for p in params:
         p.grad = None
     with autocast(torch.device("cpu"), dtype):
