@@ -18,6 +18,7 @@ the train split's (`data_prep.stats`), used for every split.
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -199,6 +200,18 @@ def _on_device(batch, job, stats, cfg, device):
     return out.contiguous(memory_format=fmt), labels, batch["indices"]
 
 
+def worker_count(setting) -> int:
+    """`data.workers` as a number: "auto" is min(4, the CPU cores this process may use), so a
+    small machine gets no more decode processes than it has cores (and no DataLoader warning)."""
+    if setting != "auto":
+        return int(setting)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:     # no sched_getaffinity (macOS)
+        cores = os.cpu_count() or 1
+    return min(4, cores)
+
+
 def _stream(root, cfg, data, batches, job, device):
     """Set up eagerly (so configuration errors raise at the call), then a generator of batches."""
     device = torch.device(device)
@@ -208,7 +221,7 @@ def _stream(root, cfg, data, batches, job, device):
     job["cut"] = cfg.data.backend == "cpu" and cfg.data.geometry == "crop"
     job["channels"] = data.image_shape[2]
     stats = device_stats(root, cfg, data, device)
-    workers = cfg.data.workers
+    workers = worker_count(cfg.data.workers)
     loader = DataLoader(_Batches(data, batches, job), batch_size=None, num_workers=workers,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
     return (_on_device(batch, job, stats, cfg, device) for batch in loader)

@@ -40,14 +40,10 @@ def load_recipe(path: Path, quick: bool, overrides=()) -> tuple[config.RunConfig
     if not isinstance(demo, dict):
         raise config.ConfigError(f"{path} needs a 'demo:' section (classes, train_per_class, "
                                  "val_per_class, seed)")
-    if quick:
+    if quick:     # the recipe's own overrides: an error in them is blamed on the recipe
         demo = {**demo, **quick_section.get("demo", {})}
-        overrides = list(quick_section.get("overrides", [])) + list(overrides)
-    try:
-        cfg = config.build(config.RunConfig, config.apply_overrides(values, list(overrides)))
-    except config.ConfigError as err:
-        raise config.ConfigError(f"{err} (from {path})") from None
-    return cfg, demo
+        values = config.apply_overrides(values, list(quick_section.get("overrides", [])))
+    return config.build_with_overrides(config.RunConfig, values, overrides, path), demo
 
 
 def deviations(cfg: config.RunConfig) -> list[str]:
