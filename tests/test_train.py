@@ -182,6 +182,6 @@ def test_train_and_eval_name_unprepared_data_without_a_traceback(data_root, tmp_
     assert f"{missing}/train does not exist" in err and "alexnet prep" in err
     assert "Traceback" not in err
     train(config.load(recipe, SMALL_NET), data_root, run, quiet=True)     # a checkpoint to eval
-    assert eval_main(["--run-dir", str(run), "--data", str(missing)]) == 1
+    assert eval_main(["--run-dir", str(run), "--data", str(missing)]) == 2
     err = capsys.readouterr().err
     assert f"{missing}/" in err and "does not exist" in err and "Traceback" not in err
