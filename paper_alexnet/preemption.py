@@ -57,21 +57,27 @@ class StopRequest:
 
     Handlers can only be installed from the main thread; elsewhere (training started from a worker
     thread) nothing is installed and `requested` stays False. `announce`: {signal: message}
-    written to stderr when that signal first arrives (None: silent).
+    written to stderr when that signal first arrives (None: silent). Processes forked after
+    `install` (DataLoader workers, which a terminal's Ctrl-C reaches too) inherit the handler and
+    ignore the signal: only the training process acts on it, and announces it once.
     """
 
     def __init__(self, announce: dict | None = None):
         self.signum: int | None = None
         self._old: dict = {}
         self._announce = announce or {}
+        self._pid = os.getpid()
 
     def install(self) -> "StopRequest":
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
                 self._old[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum, frame):
+        if os.getpid() != self._pid:
+            return    # a forked DataLoader worker: it serves batches until the loop shuts it down
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt   # a second Ctrl-C: the user wants out now
         first = self.signum is None

@@ -152,6 +152,28 @@ def test_second_ctrl_c_while_saving_leaves_the_previous_checkpoint_valid(data_ro
     assert_same_run(run, uninterrupted)
 
 
+def test_forked_workers_ignore_ctrl_c(capfd):
+    """A terminal's Ctrl-C reaches the DataLoader workers too (same process group); forked after
+    the handler was installed, they ignore it (no flag, no second announcement, no
+    KeyboardInterrupt): only the training process stops, once."""
+    stop = preemption.StopRequest(announce=preemption.TRAINING).install()
+    try:
+        pid = os.fork()
+        if pid == 0:                        # the child touches no torch op (no OpenMP pool)
+            code = 4
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+                code = 3 if stop.requested else 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        stop.restore()
+    assert os.waitstatus_to_exitcode(status) == 0 and not stop.requested
+    assert "stopping after this step" not in capfd.readouterr().err
+
+
 def test_train_aborted_by_a_second_ctrl_c_exits_130_in_one_line(tmp_path, monkeypatch, capsys):
     from paper_alexnet import train as train_module
 
