@@ -158,13 +158,13 @@ def _progress(view: str, total: int, say, world_size: int):
 
     def update(done: int):
         now = time.perf_counter()
-        done, whole = done * world_size, total
-        if done < whole and now - last[0] < PROGRESS_EVERY_S:
+        done = min(done * world_size, total)      # this rank's count, scaled to all ranks
+        if done < total and now - last[0] < PROGRESS_EVERY_S:
             return
         last[0] = now
         rate = done / (now - start) if now > start else math.nan
-        eta = (whole - done) / rate if rate > 0 else math.nan
-        say(f"  {view}: {done}/{whole} images ({100 * done / max(whole, 1):.0f}%) "
+        eta = (total - done) / rate if rate > 0 else math.nan
+        say(f"  {view}: {done}/{total} images ({100 * done / max(total, 1):.0f}%) "
             f"{rate:.1f} img/s ETA {metrics.format_duration(eta)}")
     return update
 
@@ -207,12 +207,11 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool = True,
                   planned_epochs=[c.train.epochs for c, _, _ in loaded],
                   data_manifest_sha256=results.data_id(root, split),
                   code_version=checkpoint.code_version())
-    share = math.ceil(len(indices) / world.world_size)
     for view, n_views in view_sets:
         progress = _progress(view, len(indices), say, world.world_size) if say else None
         result[view] = count_errors(models, streams[view], views=n_views, split_len=len(indices),
                                     world=world, dtype=dtype, index_space=indices,
-                                    progress=progress if share else None)
+                                    progress=progress)
     return result
 
 
