@@ -7,7 +7,7 @@ words that say where a run stands (docs/ARCHITECTURE.md decision 6; docs/trainin
 - Once a checkpoint exists, a config given on resume may differ from RUN/config.yaml only in
   RESUME_MAY_CHANGE (how long, how often, where), and in ON_REQUEST keys (`optim.lr`) when the
   command says `--allow-change KEY`: the change is then recorded in metrics.jsonl. The network of
-  the checkpoint must be the one the config describes (CHECKPOINT_KEYS).
+  the checkpoint must be the one the config describes (every model.* key but model.devices).
 - `start(...)`: everything of a run that can fail before its first step, with nothing written:
   config, data checks (preflight.py), devices, network, optimiser, schedule, the newest checkpoint
   loaded into them, the first batches. train.py writes config.yaml only after it.
@@ -60,7 +60,7 @@ def resolve_run_config(requested, run_dir, saved_in_checkpoint: dict | None = No
     cfg = reference if requested is None else requested
     changes = _differences(reference, cfg)
     refused = {k: v for k, v in changes.items()
-               if k not in RESUME_MAY_CHANGE and k not in allow_change}
+               if k not in RESUME_MAY_CHANGE and not (k in allow_change and k in ON_REQUEST)}
     if refused:
         listed = "; ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in refused.items())
         on_request = [k for k in refused if k in ON_REQUEST]
