@@ -33,12 +33,14 @@ def summary(split: str, manifest: dict, path: str) -> str:
     """One readable line per prepared split: what was written, what was converted or left out."""
     c = manifest["prep"]["counts"]
     size = sum(s["bytes"] for s in manifest["shards"]) / 1e6
-    noted = [f"{c.get(k, 0)} {k}" for k in ("rejected", "skipped", "missing", "duplicate")
-             if c.get(k, 0)]
+    more = "".join(f", {c[k]} {k}" for k in ("missing", "duplicate") if c.get(k))
+    listed = c["converted"] + c["rejected"] + c["skipped"] + c.get("missing", 0) \
+        + c.get("duplicate", 0)
+    to = "RGB" if manifest["image_shape"][-1] == 3 else "grayscale"
     return (f"{split}: {manifest['count']:,} images of {manifest['num_classes']:,} classes in "
             f"{len(manifest['shards'])} shard(s), {size:,.1f} MB -> {path}; {c['converted']} "
-            f"converted" + "".join(f", {n}" for n in noted)
-            + (" (each listed in manifest.json)" if c["converted"] or noted else "")
+            f"converted to {to}, {c['rejected']} rejected, {c['skipped']} skipped{more}"
+            + (" (each listed in manifest.json)" if listed else "")
             + ("; mean image and RGB PCA in stats.npz" if manifest["prep"].get("stats") else ""))
 
 

@@ -1,4 +1,4 @@
-"""Speed (project issue 6): `alexnet bench`, every speed figure of the project in ONE run.
+"""Speed: `alexnet bench`, every speed figure of the project in ONE run.
 
     alexnet bench [--device cpu|cuda] [--batch 128] [--quick] [--compile] [--json OUT]
 
@@ -42,7 +42,7 @@ from experiments.bench_measure import (Setting, fast_setting, make_prepared_set,
                                        measure_end_to_end, measure_lrn, measure_pipeline,
                                        measure_steps, measure_ten_crop)
 
-TARGETS = {  # project issue 6: (what, minimum)
+TARGETS = {  # the speed targets: (what, minimum)
     "lrn_speedup_gpu_bf16_conv1": ("LRN fast / reference, GPU bf16, conv1", 3.0),
     "lrn_speedup_cpu_conv1": ("LRN fast / reference, CPU, conv1", 1.5),
     "faithful_vs_torchvision": ("faithful step rate / torchvision's", 0.9),
@@ -97,7 +97,7 @@ def ratios(result: dict) -> dict:
 
 
 def targets(result: dict) -> dict:
-    """Issue 6's targets: value, minimum, and met / unmet / not measured (on this device)."""
+    """The speed targets: value, minimum, and met / unmet / not measured (on this device)."""
     r, device = result["ratios"], result["settings"]["device"]
     fmt = "channels_last" if result["settings"]["channels_last"] else "contiguous"
     label = result["model_only_key"].split(" | ")[1]
@@ -165,7 +165,7 @@ def report(result: dict) -> str:
                         f"network right after, model only: {r['model_only_images_per_s']:.1f}"))
     lines += ["", "ratios (rates: higher is faster)"]
     lines += [f"  {k:<66} {v:7.3f}" for k, v in result["ratios"].items()]
-    lines += ["", "issue 6 targets"]
+    lines += ["", "speed targets"]
     lines += [f"  {t['what']:<50} >= {t['minimum']:<4} "
               f"{'' if t['value'] is None else format(t['value'], '.3f'):>7}  {t['status']}"
               for t in result["targets"].values()]
@@ -237,7 +237,7 @@ def run(device, batch: int, quick: bool, compile_: bool, workdir, log=print,
     steps = measure_steps(device, batch, variants, [fast], p["warmup"], p["rounds"], p["iters"])
     steps.update(measure_steps(device, batch, ("faithful",), [plain], p["warmup"], p["rounds"],
                                p["iters"]))
-    if compile_:   # the pair issue 6 compares; compiling all four would take minutes more
+    if compile_:   # the pair the targets compare; compiling all four would take minutes more
         steps.update(measure_steps(device, batch, ("faithful", "torchvision"), [compiled],
                                    p["warmup"], p["rounds"], p["iters"]))
     result["steps"] = steps

@@ -1,4 +1,4 @@
-"""The measuring functions of `alexnet bench` (experiments/bench.py; issue 6, docs/speed.md).
+"""The measuring functions of `alexnet bench` (experiments/bench.py; docs/speed.md).
 
 Each returns plain dicts of seconds and images/s. Timing: untimed warm-up calls first; then rounds
 in which every variant runs in turn (a noisy machine disturbs them alike); on CUDA two events around
@@ -18,7 +18,8 @@ from torch import nn
 
 from paper_alexnet import config, lrn, optim
 from paper_alexnet.model import AlexNet, conv1_padding
-from paper_alexnet.train import autocast, forward_backward
+from paper_alexnet.precision import autocast
+from paper_alexnet.train import forward_backward
 
 LRN_SHAPES = {"conv1": (48, 55, 55), "conv2": (128, 27, 27)}   # one tower's (C, H, W), Fig. 2
 
@@ -226,7 +227,9 @@ def make_prepared_set(root, train_images: int, val_images: int = 0, unique: int 
     """A prepared ROOT (train/ and val/ shards + stats) written with data_prep: `unique`
     synthetic images (data_prep.synthetic) through the §2 prep (shorter side 256, central crop,
     JPEG q90), repeated to `train_images` records (decoding does the same work for a repeat);
-    the mean image and PCA are those of the unique images."""
+    the mean image and PCA are those of the unique images. Its classes.tsv lists 1000 classes (the
+    images use the first `classes`), so the end-to-end run trains the paper's 1000-way network,
+    which `alexnet train` checks against the data's class count."""
     from data_prep import shards, stats, synthetic
     from data_prep.pipeline import prepare_image
     params = dict(size=256, quality=90, max_pixels=10 ** 8, exif_transpose=False)
@@ -236,7 +239,7 @@ def make_prepared_set(root, train_images: int, val_images: int = 0, unique: int 
         jpeg, pixels, _ = prepare_image(raw, f"bench_{k}.JPEG", params)
         prepared.append((jpeg, pixels, k % classes))
     root = Path(root)
-    names = [(synthetic.wnid(c), f"synthetic class {c}") for c in range(classes)]
+    names = [(synthetic.wnid(c), f"synthetic class {c}") for c in range(max(classes, 1000))]
     for split, count in (("train", train_images), ("val", val_images)):
         if count <= 0:
             continue

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The speed and GPU checks a session with a CUDA device should run (project issue 6), in one go:
+# The speed and GPU checks a session with a CUDA device should run, in one go:
 # about 6 minutes on one H100. Everything it produces goes under OUT_DIR:
 #   env.txt           nvidia-smi, CPU, versions
 #   bench_cuda.txt    `alexnet bench --device cuda --compile` tables (batch 128, bf16, channels_last)

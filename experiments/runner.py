@@ -91,14 +91,12 @@ def final_checkpoint(run_dir) -> Path:
 
 def evaluate_into(checkpoints: list[Path], data_root, split: str, ten_crop: bool,
                   out: Path) -> dict:
-    """§6 errors of one checkpoint or of an ensemble, written to `out` (result.json format)."""
+    """§6 errors of one checkpoint or of an ensemble, written to `out` (result.json format; a
+    result already there is kept: paper_alexnet/results.py)."""
     from paper_alexnet.evaluate import evaluate
+    from paper_alexnet.results import write_result
     result = evaluate([str(p) for p in checkpoints], data_root, split, ten_crop=ten_crop)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
-    return result
+    return write_result(out, result)     # a result of other checkpoints goes to the history
 
 
 def is_evaluated(run_dir: Path, split: str) -> bool:

@@ -19,15 +19,23 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A config file or override that does not describe a valid run."""
+    """A config file or override that does not describe a valid run; `key` names the offending
+    dotted key when there is one (so `load` can say whether the file or the command line set it)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 def _choice(default, choices, ref):
     return field(default=default, metadata={"choices": tuple(choices), "ref": ref})
 
 
-def _value(default, ref, minimum=None, maximum=None):
-    return field(default=default, metadata={"ref": ref, "min": minimum, "max": maximum})
+def _value(default, ref, minimum=None, maximum=None, above=None, below=None, words=()):
+    """A value with its § (`ref`); bounds: `minimum`/`maximum` inclusive, `above`/`below`
+    exclusive; `words`: strings an int field also takes (e.g. "auto")."""
+    return field(default=default, metadata={"ref": ref, "min": minimum, "max": maximum,
+                                            "above": above, "below": below, "words": words})
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,8 @@ class ModelConfig:
                             "fast = our exact kernel; reference = the composite formula")
     pooling: str = _choice("overlapping", ("overlapping", "non_overlapping"),
                            "§3.4: z=3, s=2 (overlapping); z=2, s=2 is the ablation")
-    dropout: float = _value(0.5, "§4.2: p=0.5 on fc6 and fc7 outputs (0 = off)", 0.0, 1.0)
+    dropout: float = _value(0.5, "§4.2: p=0.5 on fc6 and fc7 outputs (0 = off)", 0.0,
+                            below=1.0)
     removed_layer: str = _choice("none", ("none", "conv1", "conv2", "conv3", "conv4", "conv5"),
                                  "§7: removing any middle conv layer costs about 2% top-1")
     init: str = _choice("paper", ("paper", "caffe"),
@@ -93,7 +102,9 @@ class DataConfig:
     flip: bool = _value(True, "§4.1: random horizontal reflections")
     backend: str = _choice("cpu", ("cpu", "gpu"),
                            "decode on CPU worker processes, or batched on the GPU")
-    workers: int = _value(4, "CPU decode processes (0 = in the main process)", 0)
+    workers: int | str = _value("auto", "CPU decode processes (0 = in the main process; auto = "
+                                "min(4, the CPU cores this process may use))", 0,
+                                words=("auto",))
     holdout: int = _value(10000, "images held out of train when schedule.signal_split is "
                           "train_holdout", 0)
 
@@ -105,8 +116,8 @@ class OptimConfig:
     rule: str = _choice("paper", ("paper", "torch_sgd"),
                         "§5: v <- 0.9 v - 0.0005 eps w - eps grad; w <- w + v. torch_sgd keeps "
                         "v without eps (differs after every learning-rate drop)")
-    lr: float = _value(0.01, "§5: initial learning rate 0.01", 0.0)
-    momentum: float = _value(0.9, "§5: momentum 0.9", 0.0)
+    lr: float = _value(0.01, "§5: initial learning rate 0.01", above=0.0)
+    momentum: float = _value(0.9, "§5: momentum 0.9", 0.0, below=1.0)
     weight_decay: float = _value(0.0005, "§5: weight decay 0.0005", 0.0)
     decay_biases: bool = _value(False, "§5 / author's configs: no weight decay on biases")
     bias_lr_scale: float = _value(1.0, "§5 gives one rate to all parameters; the author's layer "
@@ -121,7 +132,7 @@ class ScheduleConfig:
     """§5: divide the learning rate by 10 when the validation error stops improving, 3 times."""
 
     kind: str = _choice("plateau", ("plateau", "milestones"), "§5: plateau (paper) or fixed")
-    factor: float = _value(0.1, "§5: divide by 10", 0.0)
+    factor: float = _value(0.1, "§5: divide by 10", above=0.0, below=1.0)
     max_drops: int = _value(3, "§5: reduced three times prior to termination", 0)
     patience: int = _value(2, "epochs without improvement before a drop (not in the paper)", 1)
     threshold: float = _value(0.001, "improvement in error that counts (not in the paper)", 0.0)
@@ -217,14 +228,14 @@ def build(cls, values: dict | None, where: str = ""):
     """Make `cls` from a (nested) dict, rejecting unknown keys, wrong types and bad choices."""
     values = {} if values is None else values
     if not isinstance(values, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}", where or None)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-                          f"valid keys here: {', '.join(fields)}")
+                          f"valid keys here: {', '.join(fields)}", prefix + unknown[0])
     kwargs = {}
     for name, value in values.items():
         key = f"{where}.{name}" if where else name
@@ -232,16 +243,33 @@ def build(cls, values: dict | None, where: str = ""):
         if dataclasses.is_dataclass(hint):
             kwargs[name] = build(hint, value, key)
             continue
-        value = _coerce(value, hint, key)
-        meta = fields[name].metadata
-        if "choices" in meta and value not in meta["choices"]:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
-        if meta.get("min") is not None and value < meta["min"]:
-            raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}")
-        if meta.get("max") is not None and value > meta["max"]:
-            raise ConfigError(f"{key}: {value!r} is above the maximum {meta['max']}")
-        kwargs[name] = value
+        try:
+            kwargs[name] = _check(value, hint, fields[name], key)
+        except ConfigError as err:
+            raise ConfigError(str(err), err.key or key) from None
     return cls(**kwargs)
+
+
+def _check(value, hint, f: dataclasses.Field, key: str):
+    """One leaf: its type, choices and bounds; errors name the key and the default."""
+    meta = f.metadata
+    if isinstance(value, str) and value in meta.get("words", ()):
+        return value
+    if meta.get("words"):
+        hint = int         # an int that also takes words (`data.workers: auto`)
+    value = _coerce(value, hint, key)
+    default = f"; the default is {f.default!r}" if f.default is not dataclasses.MISSING else ""
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}{default}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"{key}: {value!r} is above the maximum {meta['max']}{default}")
+    if meta.get("above") is not None and not value > meta["above"]:
+        raise ConfigError(f"{key}: {value!r} must be above {meta['above']}{default}")
+    if meta.get("below") is not None and not value < meta["below"]:
+        raise ConfigError(f"{key}: {value!r} must be below {meta['below']}{default}")
+    return value
 
 
 def to_dict(cfg) -> dict:
@@ -334,16 +362,28 @@ def read_yaml(path: str | Path) -> dict:
 
 def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
     """The config of a run: defaults (the paper) <- YAML file <- command-line overrides. An error
-    names where the bad value came from: the file, or the overrides."""
+    says where the bad value came from: the command line (naming the override) or the file."""
     values = read_yaml(path) if path is not None else {}
+    return build_with_overrides(cls, values, overrides, path)
+
+
+def build_with_overrides(cls, values: dict, overrides=(), source=None):
+    """`build(cls, values)` after the command-line `overrides`; an error names the override that
+    set the bad key ("from the command line: optim.lr=0"), else `source` (the file it came from)."""
+    values = apply_overrides(values, list(overrides))
     try:
-        build(cls, values)
+        return build(cls, values)
     except ConfigError as err:
-        raise ConfigError(f"{err} (from {path})") from None
-    try:
-        return build(cls, apply_overrides(values, list(overrides)))
-    except ConfigError as err:
-        raise ConfigError(f"{err} (from the command-line overrides)") from None
+        culprit = [o for o in overrides if err.key is not None and _sets(o, err.key)]
+        where = (f" (from the command line: {culprit[-1]})" if culprit
+                 else f" (from {source})" if source is not None else "")
+        raise ConfigError(f"{err}{where}", err.key) from None
+
+
+def _sets(override: str, key: str) -> bool:
+    """Whether `section.key=value` sets `key`, a section holding it, or a key below it."""
+    name = override.split("=", 1)[0].strip()
+    return name == key or key.startswith(name + ".") or name.startswith(key + ".")
 
 
 def dump(cfg) -> str:

@@ -18,6 +18,7 @@ the train split's (`data_prep.stats`), used for every split.
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +34,11 @@ from paper_alexnet import augment
 HOLDOUT_KEY = 2012  # fixed, not the run's seed: every run holds out the same train images
 
 
+class DataError(ValueError):
+    """The prepared data cannot serve this config (too few images for a batch, images smaller
+    than the crops, …); the message names the folder and the key to change."""
+
+
 def open_split(root, split: str) -> shards.PreparedSplit:
     return shards.PreparedSplit(Path(root) / split)
 
@@ -43,15 +49,15 @@ def split_indices(root, split: str, cfg):
     "train_holdout" is those images; any other split is used whole."""
     holding_out = cfg.schedule.signal_split == "train_holdout"
     if split == "train_holdout" and not holding_out:
-        raise ValueError("split 'train_holdout' exists only with schedule.signal_split="
-                         "train_holdout (otherwise those images are trained on)")
+        raise DataError("split 'train_holdout' exists only with schedule.signal_split="
+                        "train_holdout (otherwise those images are trained on)")
     data = open_split(root, "train" if split == "train_holdout" else split)
     everything = np.arange(len(data), dtype=np.int64)
     if split not in ("train", "train_holdout") or not holding_out:
         return data, everything
     if not 0 < cfg.data.holdout < len(data):
-        raise ValueError(f"data.holdout={cfg.data.holdout} must be between 1 and the "
-                         f"{len(data)} images of {data.path} minus one")
+        raise DataError(f"data.holdout={cfg.data.holdout} must be between 1 and the "
+                        f"{len(data)} images of {data.path} minus one")
     held = np.sort(np.random.default_rng(HOLDOUT_KEY).permutation(len(data))[:cfg.data.holdout])
     return data, (held if split == "train_holdout" else np.setdiff1d(everything, held))
 
@@ -63,16 +69,17 @@ def epoch_order(seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
 
 def rank_share(cfg, world_size: int) -> int:
     if cfg.optim.batch_size % world_size:
-        raise ValueError(f"optim.batch_size={cfg.optim.batch_size} (the global batch) does not "
-                         f"divide among {world_size} processes; choose a multiple of {world_size}")
+        raise DataError(f"optim.batch_size={cfg.optim.batch_size} (the global batch) does not "
+                        f"divide among {world_size} processes; choose a multiple of {world_size}")
     return cfg.optim.batch_size // world_size
 
 
 def _steps(n_images: int, cfg, where) -> int:
     full = n_images // cfg.optim.batch_size
     if full == 0:
-        raise ValueError(f"{where} has {n_images} training images, fewer than one batch of "
-                         f"optim.batch_size={cfg.optim.batch_size}")
+        raise DataError(f"{where} has {n_images} training images, fewer than one batch of "
+                        f"optim.batch_size={cfg.optim.batch_size}: set optim.batch_size="
+                        f"{max(n_images, 1)} or less, or prepare more data")
     cap = cfg.train.steps_per_epoch
     return min(full, cap) if cap > 0 else full
 
@@ -89,11 +96,11 @@ def view_size(cfg, data) -> int:
     """Side of the views: the model's input size, which a stored image must contain for crops."""
     size, (h, w, c) = cfg.model.input_size, data.image_shape
     if cfg.data.geometry == "crop" and (h < size or w < size):
-        raise ValueError(f"{data.path} holds {h}x{w} images, smaller than model.input_size="
-                         f"{size}: use data.geometry=resize for small images")
+        raise DataError(f"{data.path} holds {h}x{w} images, smaller than model.input_size="
+                        f"{size}: use data.geometry=resize for small images")
     if c != cfg.model.in_channels:
-        raise ValueError(f"{data.path} holds {c}-channel images, model.in_channels="
-                         f"{cfg.model.in_channels}")
+        raise DataError(f"{data.path} holds {c}-channel images, model.in_channels="
+                        f"{cfg.model.in_channels}: set model.in_channels={c}")
     return size
 
 
@@ -101,14 +108,14 @@ def device_stats(root, cfg, data, device) -> dict:
     """The train split's mean image (C, H, W) and PCA as float32 tensors on the device."""
     s = prep_stats.load(root)
     if tuple(s["mean"].shape) != tuple(data.image_shape):
-        raise ValueError(f"mean image under {root} is {s['mean'].shape}, {data.path} holds "
-                         f"{data.image_shape} images: re-run 'alexnet prep' for this root")
+        raise DataError(f"mean image under {root} is {s['mean'].shape}, {data.path} holds "
+                        f"{data.image_shape} images: re-run 'alexnet prep' for this root")
     out = {"mean": torch.as_tensor(s["mean"], dtype=torch.float32).permute(2, 0, 1).to(device)}
     if cfg.data.pca_std > 0:
         if data.image_shape[2] != 3:
-            raise ValueError(f"PCA lighting (data.pca_std={cfg.data.pca_std}) needs RGB images; "
-                             f"{data.path} holds {data.image_shape[2]}-channel ones: set "
-                             f"data.pca_std=0")
+            raise DataError(f"PCA lighting (data.pca_std={cfg.data.pca_std}) needs RGB images; "
+                            f"{data.path} holds {data.image_shape[2]}-channel ones: set "
+                            f"data.pca_std=0")
         out["eigval"] = torch.as_tensor(s["eigval"], dtype=torch.float32).to(device)
         out["eigvec"] = torch.as_tensor(s["eigvec"], dtype=torch.float32).to(device)
     return out
@@ -199,16 +206,28 @@ def _on_device(batch, job, stats, cfg, device):
     return out.contiguous(memory_format=fmt), labels, batch["indices"]
 
 
+def worker_count(setting) -> int:
+    """`data.workers` as a number: "auto" is min(4, the CPU cores this process may use), so a
+    small machine gets no more decode processes than it has cores (and no DataLoader warning)."""
+    if setting != "auto":
+        return int(setting)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:     # no sched_getaffinity (macOS)
+        cores = os.cpu_count() or 1
+    return min(4, cores)
+
+
 def _stream(root, cfg, data, batches, job, device):
     """Set up eagerly (so configuration errors raise at the call), then a generator of batches."""
     device = torch.device(device)
     if cfg.data.backend not in ("cpu", "gpu"):
-        raise ValueError(f"data.backend {cfg.data.backend!r} is not one of cpu, gpu")
+        raise DataError(f"data.backend {cfg.data.backend!r} is not one of cpu, gpu")
     job["read_bytes"] = cfg.data.backend == "gpu" and data.encoding == "jpeg"
     job["cut"] = cfg.data.backend == "cpu" and cfg.data.geometry == "crop"
     job["channels"] = data.image_shape[2]
     stats = device_stats(root, cfg, data, device)
-    workers = cfg.data.workers
+    workers = worker_count(cfg.data.workers)
     loader = DataLoader(_Batches(data, batches, job), batch_size=None, num_workers=workers,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
     return (_on_device(batch, job, stats, cfg, device) for batch in loader)
@@ -228,7 +247,7 @@ def train_batches(root, cfg, epoch: int, start_step: int = 0, rank: int = 0, wor
     size = view_size(cfg, data)
     h, w, _ = data.image_shape
     if cfg.data.geometry == "crop" and h != w:
-        raise ValueError(f"{data.path} holds {h}x{w} images; §2 crops assume square ones")
+        raise DataError(f"{data.path} holds {h}x{w} images; §2 crops assume square ones")
     job = dict(kind="train", seed=cfg.train.seed, epoch=epoch, size=size, flip=cfg.data.flip,
                offsets=h - size + 1 if cfg.data.geometry == "crop" else 1,
                pca_std=cfg.data.pca_std)
@@ -248,8 +267,8 @@ def eval_batches(root, split: str, cfg, view: str = "center", rank: int = 0, wor
     batches = [share[i:i + per_batch] for i in range(0, len(share), per_batch)]
     size = view_size(cfg, data)
     if cfg.data.geometry == "resize" and view != "center":
-        raise ValueError(f"eval view {view!r} needs data.geometry=crop; resized images have one "
-                         f"view (use view='center')")
+        raise DataError(f"eval view {view!r} needs data.geometry=crop; resized images have one "
+                        f"view (use view='center')")
     h, w, _ = data.image_shape
     job = dict(kind="eval", size=size, views=augment.eval_offsets(h, w, size, view))
     return _stream(root, cfg, data, batches, job, device)

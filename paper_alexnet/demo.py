@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -40,14 +39,10 @@ def load_recipe(path: Path, quick: bool, overrides=()) -> tuple[config.RunConfig
     if not isinstance(demo, dict):
         raise config.ConfigError(f"{path} needs a 'demo:' section (classes, train_per_class, "
                                  "val_per_class, seed)")
-    if quick:
+    if quick:     # the recipe's own overrides: an error in them is blamed on the recipe
         demo = {**demo, **quick_section.get("demo", {})}
-        overrides = list(quick_section.get("overrides", [])) + list(overrides)
-    try:
-        cfg = config.build(config.RunConfig, config.apply_overrides(values, list(overrides)))
-    except config.ConfigError as err:
-        raise config.ConfigError(f"{err} (from {path})") from None
-    return cfg, demo
+        values = config.apply_overrides(values, list(quick_section.get("overrides", [])))
+    return config.build_with_overrides(config.RunConfig, values, overrides, path), demo
 
 
 def deviations(cfg: config.RunConfig) -> list[str]:
@@ -65,16 +60,32 @@ def _stage(name: str, timings: dict, fn, *args, **kwargs):
     return out
 
 
+def check_out(out: Path, cfg: config.RunConfig, demo: dict, quick: bool) -> None:
+    """One --out folder holds one demo: a folder made by another (`demo` after `demo --quick`)
+    is refused before anything runs (preflight.StartError, exit 2), never mixed or overwritten."""
+    from data_prep.shards import PreparedSplit
+    from paper_alexnet.preflight import StartError
+    from paper_alexnet.resume import RESUME_MAY_CHANGE
+    root, saved = out / "prepared", out / "run" / "config.yaml"
+    wanted = {s: demo["classes"] * demo[f"{s}_per_class"] for s in ("train", "val")}
+    held = {}
+    if (root / "val" / "manifest.json").is_file():
+        held = {s: len(PreparedSplit(root / s)) for s in ("train", "val")}
+    differs = bool(held) and held != wanted
+    if saved.is_file():
+        old, new = (config.flatten(config.to_dict(c)) for c in (config.load(saved), cfg))
+        differs |= any(old[k] != new[k] for k in old if k not in RESUME_MAY_CHANGE)
+    if differs:
+        made = f"{held['train']} training images" if held else "another config"
+        raise StartError(f"{out} holds a demo made with other settings ({made}; this "
+                         f"{'--quick ' if quick else ''}demo makes {wanted['train']}): use another "
+                         f"--out (e.g. --out {out}-{'quick' if quick else 'full'}) or delete {out}")
+
+
 def _prepare(raw: Path, root: Path, demo: dict) -> None:
     from data_prep import __main__ as prep
     from data_prep import synthetic
-    if (root / "val" / "manifest.json").is_file():
-        from data_prep.shards import PreparedSplit
-        counts = {s: len(PreparedSplit(root / s)) for s in ("train", "val")}
-        wanted = {s: demo["classes"] * demo[f"{s}_per_class"] for s in ("train", "val")}
-        if counts != wanted:
-            raise RuntimeError(f"{root} holds {counts} images, the recipe asks for {wanted}: "
-                               "use another --out (prepared data is never overwritten)")
+    if (root / "val" / "manifest.json").is_file():     # check_out made sure it is this demo's
         print(f"{root} is already prepared (prepared data is immutable): reusing it")
         return
     summary = synthetic.generate(raw, demo["classes"], demo["train_per_class"],
@@ -152,10 +163,11 @@ def report(out: Path, cfg, demo: dict, result: dict, timings: dict, quick: bool)
 def run_demo(out: Path, quick: bool = False, recipe: Path = RECIPE, overrides=()) -> dict:
     from paper_alexnet.evaluate import evaluate
     from paper_alexnet.train import train
-    from paper_alexnet import checkpoint
+    from paper_alexnet import checkpoint, results
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cfg, demo = load_recipe(recipe, quick, overrides)
+    check_out(out, cfg, demo, quick)
+    out.mkdir(parents=True, exist_ok=True)
     print("AlexNet (Krizhevsky, Sutskever & Hinton 2012) on SYNTHETIC data. Changes from the "
           f"paper's recipe ({recipe.name}{', --quick' if quick else ''}):")
     for d in deviations(cfg):
@@ -167,7 +179,7 @@ def run_demo(out: Path, quick: bool = False, recipe: Path = RECIPE, overrides=()
     newest = checkpoint.list_checkpoints(out / "run")[-1][1]
     result = _stage("3. evaluate, centre crop and ten crops (§6)", timings, evaluate, [newest],
                     root, "val", ten_crop=True)
-    (out / "run" / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    results.write_result(out / "run" / "result.json", result)
     text = report(out, cfg, demo, result, timings, quick)
     print("\n" + text)
     print(f"report: {out / 'report.md'}")
@@ -187,11 +199,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="config overrides on top of the recipe (e.g. train.epochs=1; "
                         "`alexnet config` lists every key)")
     args = parser.parse_args(argv)
+    from paper_alexnet.preflight import EXIT_USAGE, StartError
     try:
         run_demo(Path(args.out), args.quick, Path(args.recipe), args.overrides)
-    except config.ConfigError as err:
+    except (config.ConfigError, StartError) as err:
         print(f"alexnet demo: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     return 0
 
 

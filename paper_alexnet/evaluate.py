@@ -3,29 +3,46 @@
 Ten crops (§4.1): the four corner 224 patches and the centre one of the 256 image, and their
 horizontal reflections; the SOFTMAX outputs over the ten are averaged. An ensemble ("5 CNNs",
 Table 2) averages the nets' softmax outputs (each already averaged over its views). Both averages
-are means of probabilities, so their order does not matter.
+are means of probabilities, so their order does not matter. Members must agree on what changes the
+pixels a network sees (INPUT_KEYS), not on how they were loaded (workers, backend, batch size).
 
 Honest checkpoint choice: `--run-dir` evaluates the run's newest (final) checkpoint, `--checkpoint`
-the named ones; nothing here picks the best checkpoint on the set it reports. Every image of the
-split is seen exactly once (across ranks too): the count of each index is checked, else it fails.
+the named ones; nothing here picks the best checkpoint on the set it reports. When the newest is
+damaged, the one evaluated instead is named loudly and result.json records it ("final": false).
+Every image of the split is seen exactly once (across ranks too): the count of each index is
+checked, else it fails.
 
 `alexnet eval --run-dir RUN | --checkpoint CKPT [--checkpoint CKPT2 …] [--data ROOT] [--split val]
-[--out FILE]` writes RUN/result.json (or FILE). `evaluate(checkpoints, data_root, split, ten_crop)`.
+[--device D] [--out FILE] [key=value …]` checks the output path, the data and the classes first
+(exit 2, nothing written), prints progress with rate and ETA, prints the results, then writes
+RUN/result.json (or FILE) without losing a result already there (results.py).
+`evaluate(checkpoints, data_root, split, ten_crop, …)` from Python.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import json
+import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from paper_alexnet import checkpoint, config, distributed, metrics
+from paper_alexnet import checkpoint, config, distributed, metrics, preflight, results
+from paper_alexnet.precision import autocast, resolve_precision
+
+# What changes the pixels a network sees, or how its outputs are averaged: ensemble members must
+# agree on these (with split "train"/"train_holdout" also on which images the split holds).
+INPUT_KEYS = ("data.mean", "data.geometry", "model.input_size", "model.in_channels",
+              "model.num_classes")
+HOLDOUT_KEYS = ("schedule.signal_split", "data.holdout")
+# What `alexnet eval` may set (key=value): how the evaluation runs, never what the network is.
+EVAL_SETTINGS = ("data.workers", "data.backend", "eval.batch_size", "model.devices",
+                 "train.precision", "train.channels_last")
+PROGRESS_EVERY_S = 10.0
 
 
 class EvaluationError(RuntimeError):
@@ -34,19 +51,19 @@ class EvaluationError(RuntimeError):
 
 
 def count_errors(models, batches, *, views: int, split_len: int, world=None, dtype=None,
-                 index_space=None) -> dict:
+                 index_space=None, progress=None) -> dict:
     """Top-1/top-5 error of the softmax average of `models` over `views` views per image.
 
     `batches` yields (images (n·views, C, S, S), labels (n,), indices (n,)), as data.eval_batches.
     Returns {"images", "top1", "top5", "members": [{"top1", "top5"} per model]}; sums stay on the
     device until the end (one sync). `index_space`: the split's image indices (default
     0..split_len-1); each must be seen exactly once over all ranks, else EvaluationError.
+    `progress(images_done)`, if given, is called after every batch (no device sync).
     """
-    from paper_alexnet.train import autocast
     world = world or distributed.World()
     out_device = models[0].output_device
     sums = torch.zeros(2 * (len(models) + 1), dtype=torch.float64, device=out_device)
-    seen = []
+    seen, done = [], 0
     with torch.no_grad(), _eval_mode(models):
         for images, labels, indices in batches:
             n = labels.shape[0]
@@ -66,6 +83,9 @@ def count_errors(models, batches, *, views: int, split_len: int, world=None, dty
                 sums[2 * j] += e1
                 sums[2 * j + 1] += e5
             seen.append(torch.as_tensor(indices).cpu())
+            done += n
+            if progress is not None:
+                progress(done)
     index_space = np.arange(split_len) if index_space is None else np.asarray(index_space)
     _check_coverage(torch.cat(seen) if seen else torch.zeros(0, dtype=torch.int64), index_space,
                     world)
@@ -108,7 +128,7 @@ def _check_coverage(seen: torch.Tensor, index_space: np.ndarray, world):
 
 
 def _member(path, devices):
-    """(config, model in eval mode) of one checkpoint, loaded with weights_only=True."""
+    """(config, model in eval mode, state) of one checkpoint, loaded with weights_only=True."""
     from paper_alexnet import model as model_lib
     state = checkpoint.load(path)
     cfg = config.build(config.RunConfig, state["config"])
@@ -117,60 +137,108 @@ def _member(path, devices):
     return cfg, model.eval(), state
 
 
+def check_settings(overrides) -> None:
+    """ConfigError unless every `key=value` is one of EVAL_SETTINGS (and a valid value)."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key not in EVAL_SETTINGS:
+            raise config.ConfigError(f"{item}: alexnet eval takes only {', '.join(EVAL_SETTINGS)};"
+                                     f" everything else is the checkpoint's own config, which its "
+                                     f"network was trained with", key)
+    config.load(None, overrides)
+
+
+def _check_members(checkpoints, cfgs, split: str):
+    """Members must agree on INPUT_KEYS (plus HOLDOUT_KEYS on train splits)."""
+    keys = INPUT_KEYS + (HOLDOUT_KEYS if split in ("train", "train_holdout") else ())
+    first = config.flatten(config.to_dict(cfgs[0]))
+    for path, c in zip(checkpoints[1:], cfgs[1:]):
+        other = config.flatten(config.to_dict(c))
+        differ = [f"{k} ({other[k]!r} vs {first[k]!r})" for k in keys if other[k] != first[k]]
+        if differ:
+            raise preflight.StartError(f"{path} differs from {checkpoints[0]} in "
+                                       f"{', '.join(differ)}: ensemble members must see the same "
+                                       f"pixels")
+
+
+def _progress(view: str, total: int, say, world_size: int):
+    """A callback for count_errors: a line every PROGRESS_EVERY_S seconds and at the end."""
+    start = time.perf_counter()
+    last = [start]
+
+    def update(done: int):
+        now = time.perf_counter()
+        done = min(done * world_size, total)      # this rank's count, scaled to all ranks
+        if done < total and now - last[0] < PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        rate = done / (now - start) if now > start else math.nan
+        eta = (total - done) / rate if rate > 0 else math.nan
+        say(f"  {view}: {done}/{total} images ({100 * done / max(total, 1):.0f}%) "
+            f"{rate:.1f} img/s ETA {metrics.format_duration(eta)}")
+    return update
+
+
 def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool = True,
-             batch_size: int | None = None, devices=None) -> dict:
-    """§6 errors of one checkpoint, or of the softmax-averaged ensemble of several."""
+             batch_size: int | None = None, devices=None, overrides=(), say=None) -> dict:
+    """§6 errors of one checkpoint, or of the softmax-averaged ensemble of several.
+    `overrides`: EVAL_SETTINGS as key=value; `say`: where progress lines go (None: nowhere).
+    Start-up problems (data, classes, devices, members that disagree) raise preflight.StartError
+    before any image is evaluated."""
     from paper_alexnet import data as data_lib
-    from paper_alexnet.train import resolve_precision
     world = distributed.current_world()
     if not checkpoints:
         raise EvaluationError("no checkpoint to evaluate: name one with --checkpoint or --run-dir")
-    if devices is None and world.distributed:
-        devices = distributed.replica_devices(world, ("auto",))
-    loaded = [_member(p, devices) for p in checkpoints]
-    cfg = loaded[0][0]
-    for path, (c, _, _) in zip(checkpoints[1:], loaded[1:]):
-        # the same views must mean the same thing for every member
-        for key in ("data", "model.input_size", "model.in_channels", "model.num_classes"):
-            section, _, field = key.partition(".")
-            a, b = getattr(cfg, section), getattr(c, section)
-            if field:
-                a, b = getattr(a, field), getattr(b, field)
-            if a != b:
-                raise EvaluationError(f"{path} differs from {checkpoints[0]} in {key} ({b!r} vs "
-                                      f"{a!r}): ensemble members must share the input pipeline")
-    if batch_size is not None:
-        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, batch_size=batch_size))
-    models = [m for _, m, _ in loaded]
+    with preflight.starting():
+        check_settings(overrides)
+        root = preflight.check_data_root(data_root)
+        if any(o.split("=", 1)[0].strip() == "model.devices" for o in overrides):
+            devices = config.load(None, overrides).model.devices
+        if devices is None and world.distributed:
+            devices = distributed.replica_devices(world, ("auto",))
+        loaded = [_member(p, devices) for p in checkpoints]
+        _check_members(checkpoints, [c for c, _, _ in loaded], split)
+        for path, (c, _, _) in zip(checkpoints, loaded):
+            preflight.check_classes(c.model.num_classes, root, split, str(path))
+        cfg = config.build_with_overrides(config.RunConfig, config.to_dict(loaded[0][0]),
+                                          list(overrides) + ([f"eval.batch_size={batch_size}"]
+                                                             if batch_size is not None else []))
+        models = [m for _, m, _ in loaded]
+        _, indices = data_lib.split_indices(root, split, cfg)
+        view_sets = [("center", 1)] + ([("ten_crop", 10)] if ten_crop else [])
+        streams = {view: data_lib.eval_batches(root, split, cfg, view=view, rank=world.rank,
+                                               world_size=world.world_size,
+                                               device=models[0].input_device)
+                   for view, _ in view_sets}      # built now: their errors raise before any work
     dtype = resolve_precision(cfg, models[0].input_device)
-    _, indices = data_lib.split_indices(data_root, split, cfg)
     result = dict(split=split, images=len(indices), checkpoints=[str(p) for p in checkpoints],
                   steps=[s.get("global_step") for _, _, s in loaded],
                   epochs=[s.get("epoch") for _, _, s in loaded],
                   planned_epochs=[c.train.epochs for c, _, _ in loaded],
+                  data_manifest_sha256=results.data_id(root, split),
                   code_version=checkpoint.code_version())
-    view_sets = [("center", 1)] + ([("ten_crop", 10)] if ten_crop else [])
     for view, n_views in view_sets:
-        batches = data_lib.eval_batches(data_root, split, cfg, view=view, rank=world.rank,
-                                        world_size=world.world_size,
-                                        device=models[0].input_device)
-        result[view] = count_errors(models, batches, views=n_views, split_len=len(indices),
-                                    world=world, dtype=dtype, index_space=indices)
+        progress = _progress(view, len(indices), say, world.world_size) if say else None
+        result[view] = count_errors(models, streams[view], views=n_views, split_len=len(indices),
+                                    world=world, dtype=dtype, index_space=indices,
+                                    progress=progress)
     return result
 
 
-def _format(result: dict) -> str:
-    lines = [f"{result['split']}: {result['images']} images, {len(result['checkpoints'])} "
-             f"net(s){' (softmax average)' if len(result['checkpoints']) > 1 else ''}"]
-    for view in ("center", "ten_crop"):
-        if view in result:
-            r = result[view]
-            lines.append(f"  {view:<9} top-1 error {100 * r['top1']:6.2f}%   top-5 error "
-                         f"{100 * r['top5']:6.2f}%")
-    return "\n".join(lines)
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of images (e.g. "
+                                         f"--batch-size 128)")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done; 2 the command cannot start as given (nothing evaluated or written);
+    1 the evaluation failed."""
     from data_prep.shards import FormatError
     parser = argparse.ArgumentParser(prog="alexnet eval", description="Top-1/top-5 error (§6) "
                                      "with the centre crop and ten crops; several checkpoints = "
@@ -184,42 +252,71 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val", help="prepared split to evaluate on "
                         "(default: %(default)s)")
     parser.add_argument("--no-ten-crop", action="store_true", help="centre crop only")
-    parser.add_argument("--batch-size", type=int, help="images per batch (default: the "
-                        "checkpoint's eval.batch_size)")
+    parser.add_argument("--batch-size", type=_positive, help="images per batch (default: the "
+                        "checkpoint's eval.batch_size); same as eval.batch_size=N")
+    parser.add_argument("--device", help="where the networks run (cpu, cuda:0, …); same as "
+                        "model.devices=[DEVICE] (default: the checkpoint's model.devices)")
     parser.add_argument("--out", help="result JSON (default: RUN/result.json with --run-dir)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help=f"evaluation settings: {', '.join(EVAL_SETTINGS)}")
     args = parser.parse_args(argv)
     if args.data is None:
         parser.error("no prepared data: pass --data ROOT or set ALEXNET_DATA")
     if args.run_dir is None and args.out is None:
         parser.error("with --checkpoint, name the result file with --out FILE")
+    overrides = list(args.overrides) + ([f"model.devices=[{args.device}]"] if args.device else [])
+    out = Path(args.out) if args.out else Path(args.run_dir) / "result.json"
     world = distributed.init_from_env()
+    say = print if world.is_main else None
+    warning = None
     try:
-        if args.run_dir is not None:
-            found = checkpoint.list_checkpoints(args.run_dir)
-            if not found:
-                raise EvaluationError(f"{args.run_dir} holds no checkpoint (train it first: "
-                                      f"alexnet train --run-dir {args.run_dir})")
-            newest = checkpoint.load_latest(args.run_dir)
-            checkpoints = [newest[0]]
-        else:
-            checkpoints = args.checkpoint
+        with preflight.starting():
+            if world.is_main:
+                preflight.check_writable(out, "--out" if args.out else "result file")
+            check_settings(overrides)
+            if args.run_dir is not None:
+                path, warning, line = results.run_checkpoint(args.run_dir)
+                checkpoints = [path]
+                say and say(line)
+            else:
+                checkpoints = args.checkpoint
+                for p in checkpoints:
+                    if not Path(p).is_file():
+                        raise preflight.StartError(f"--checkpoint {p} does not exist")
+        if warning and world.is_main:
+            print(f"alexnet eval: WARNING: {warning}", file=sys.stderr, flush=True)
         result = evaluate(checkpoints, args.data, args.split, ten_crop=not args.no_ten_crop,
-                          batch_size=args.batch_size)
-    except (EvaluationError, checkpoint.CheckpointError, config.ConfigError, ValueError,
-            FormatError) as err:                     # FormatError: --data is not prepared
+                          batch_size=args.batch_size, overrides=overrides, say=say)
+    except preflight.StartError as err:
+        print(f"alexnet eval: {err}", file=sys.stderr)
+        return preflight.EXIT_USAGE
+    except (EvaluationError, checkpoint.CheckpointError, FormatError, ValueError) as err:
         print(f"alexnet eval: {err}", file=sys.stderr)
         return 1
     finally:
         distributed.shutdown(world)
-    if world.is_main:
-        out = Path(args.out) if args.out else Path(args.run_dir) / "result.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(_format(result))
-        if any(e is not None and e < p for e, p in zip(result["epochs"],
-                                                         result["planned_epochs"])):
-            print("note: a checkpoint is from an unfinished run (epoch < train.epochs)")
-        print(f"wrote {out}")
+    if not world.is_main:
+        return 0
+    unfinished = any(e is not None and e < p for e, p in zip(result["epochs"],
+                                                               result["planned_epochs"]))
+    result["final"] = not warning and not unfinished
+    if warning:
+        result["checkpoint_note"] = warning
+    print(results.format_result(result))          # the numbers first, then the file
+    if unfinished and not warning:
+        print("note: a checkpoint is from an unfinished run (epoch < train.epochs)")
+    if warning:
+        print(f"alexnet eval: WARNING: {warning}", file=sys.stderr)
+    try:
+        written = results.write_result(out, result)
+    except OSError as err:
+        print(f"alexnet eval: the results above could not be written to {out} "
+              f"({err.strerror or err}): free space or choose another --out and run again",
+              file=sys.stderr)
+        return 1
+    kept = written.get("kept_from_earlier")
+    print(f"wrote {out}" + (f" (kept {', '.join(kept)} from the earlier evaluation of the same "
+                            f"checkpoint)" if kept else ""))
     return 0
 
 

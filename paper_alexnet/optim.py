@@ -150,9 +150,9 @@ class Schedule:
     kind "milestones": the rate is divided once at each epoch listed in `milestones` (after that
     many epochs are complete; `max_drops` does not apply); `error` may be None.
 
-    `.lr`, `.drops`, `.history` ([(epoch, lr)] for every drop), `state_dict()`/`load_state_dict()`
-    (plain Python values: loads with weights_only=True). Observing an epoch ≤ the last one observed
-    raises ValueError (it would count an epoch twice after a resume).
+    `.lr`, `.drops`, `.history` ([(epoch, lr)] for every drop), `rebase(lr)`, `state_dict()` /
+    `load_state_dict()` (plain Python values: loads with weights_only=True). Observing an epoch ≤
+    the last one observed raises ValueError (it would count an epoch twice after a resume).
     """
 
     def __init__(self, cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, base_lr: float):
@@ -179,6 +179,12 @@ class Schedule:
     def _apply(self):
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * group.get("lr_scale", 1.0)
+
+    def rebase(self, base_lr: float):
+        """A new rate before drops (a resume with `--allow-change optim.lr`): the rate in force is
+        base_lr × factor^drops from the next step on (PaperSGD keeps v across the change)."""
+        self.base_lr = float(base_lr)
+        self._apply()
 
     def _drop(self, epoch: int):
         self.drops += 1

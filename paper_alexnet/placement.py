@@ -30,8 +30,8 @@ def _check(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as err:
-        raise PlacementError(f"model.devices: {name!r} is not a device name ({err}); use 'auto', "
-                             f"'cpu', 'cuda:0', 'cuda:1', …") from None
+        raise PlacementError(f"model.devices: {name!r} is not a device name; use 'auto', 'cpu', "
+                             f"'cuda:0', 'cuda:1', … (a GPU is 'cuda', not 'gpu')") from None
     if device.type == "cpu":
         return torch.device("cpu")
     if device.type == "cuda":

@@ -8,7 +8,11 @@ record {"event": "preempted"} and raises `Preempted`; `alexnet train` then exits
 EXIT_PREEMPTED = 75 (EX_TEMPFAIL of sysexits.h: "a temporary failure; retry later"), so a job
 script can tell "preempted, resume me" (75) from "finished" (0), "failed" (1) and "bad command
 line" (2). Running the same command again resumes bit-identically (tests/test_faults_training.py).
-A second Ctrl-C stops at once (KeyboardInterrupt, no checkpoint: the previous one stays valid).
+The first Ctrl-C says so on stderr ("stopping after this step and saving a checkpoint; Ctrl-C
+again to abort", written with os.write: a handler may interrupt a print). A second Ctrl-C stops
+at once (KeyboardInterrupt, even in the middle of writing that checkpoint: checkpoint.save writes
+to a temporary file and renames it, so the previous checkpoint stays valid; `alexnet train` then
+exits with EXIT_ABORTED = 130, 128 + SIGINT as shells report it).
 
 Latency. One process: the flag is a host boolean, read after every step (free), so the run stops
 after the step in progress. Under torchrun/DDP every rank must stop after the SAME step (they save
@@ -22,13 +26,19 @@ its SIGTERM and its SIGKILL; SLURM: `--signal` / KillWait).
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
 import torch
 
 EXIT_PREEMPTED = 75   # sysexits.h EX_TEMPFAIL
+EXIT_ABORTED = 130    # a second Ctrl-C: 128 + SIGINT
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# What the first signal prints while training ({signal} is its name).
+TRAINING = {signal.SIGINT: "stopping after this step and saving a checkpoint; Ctrl-C again to "
+                           "abort",
+            signal.SIGTERM: "SIGTERM: stopping after this step and saving a checkpoint"}
 
 
 class Preempted(Exception):
@@ -46,23 +56,34 @@ class StopRequest:
     """SIGTERM/SIGINT handlers that only record the signal; `restore()` puts the old ones back.
 
     Handlers can only be installed from the main thread; elsewhere (training started from a worker
-    thread) nothing is installed and `requested` stays False.
+    thread) nothing is installed and `requested` stays False. `announce`: {signal: message}
+    written to stderr when that signal first arrives (None: silent). Processes forked after
+    `install` (DataLoader workers, which a terminal's Ctrl-C reaches too) inherit the handler and
+    ignore the signal: only the training process acts on it, and announces it once.
     """
 
-    def __init__(self):
+    def __init__(self, announce: dict | None = None):
         self.signum: int | None = None
         self._old: dict = {}
+        self._announce = announce or {}
+        self._pid = os.getpid()
 
     def install(self) -> "StopRequest":
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
                 self._old[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum, frame):
+        if os.getpid() != self._pid:
+            return    # a forked DataLoader worker: it serves batches until the loop shuts it down
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt   # a second Ctrl-C: the user wants out now
-        self.signum = signum          # no printing here: a handler may interrupt a print
+        first = self.signum is None
+        self.signum = signum
+        if first and signum in self._announce:   # os.write, not print: it may interrupt a print
+            os.write(2, f"\nalexnet: {self._announce[signum]}\n".encode())
 
     def restore(self):
         for s, old in self._old.items():

@@ -33,11 +33,16 @@ def allowed(annotation, meta: dict) -> str:
     if typing.get_origin(annotation) is tuple:
         item = typing.get_args(annotation)[0]
         return f"a list of {'integers' if item is int else 'strings'}"
+    words = meta.get("words", ())
+    if words:
+        annotation = int   # an integer that also takes words (data.workers: auto)
     text = {bool: "true or false", int: "an integer", float: "a number",
             str: "a string"}[annotation]
     bounds = [f">= {meta['min']}" if meta.get("min") is not None else "",
-              f"<= {meta['max']}" if meta.get("max") is not None else ""]
-    return " ".join([text, *[b for b in bounds if b]])
+              f"<= {meta['max']}" if meta.get("max") is not None else "",
+              f"> {meta['above']}" if meta.get("above") is not None else "",
+              f"< {meta['below']}" if meta.get("below") is not None else ""]
+    return " ".join([text, *[b for b in bounds if b]]) + "".join(f", or {w}" for w in words)
 
 
 def describe(cfg: config.RunConfig, only: list[str] = ()) -> list[str]:

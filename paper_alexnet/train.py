@@ -9,7 +9,7 @@ itself from its newest valid checkpoint.
   schedule sees that error (divide ε by 10 on a plateau, three times).
 - No host synchronisation inside the step (docs/ARCHITECTURE.md decision 5): loss and error sums
   stay on the device (`metrics.RunningMeans`); they are read at log steps only. The NaN guard is
-  explained at `_check_finite`.
+  explained at `watchdog.check_finite`.
 - Reproducibility: the weights are initialised from `train.seed`; before every step the torch RNGs
   (dropout masks) are seeded from (seed, step, rank), and augmentation draws depend only on (seed,
   epoch, image index) (augment.py). So a run killed mid-epoch and resumed from a checkpoint
@@ -20,7 +20,6 @@ itself from its newest valid checkpoint.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -30,68 +29,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from paper_alexnet import (checkpoint, config, distributed, fault_hook, metrics, optim,
-                           preemption, watchdog)
-
-
-# Keys a resumed run may change (they do not change what is computed, only how long, how often it
-# is logged or saved, and where it runs): e.g. `alexnet train --run-dir RUN train.epochs=120`
-# extends a run. Any other difference from RUN/config.yaml is an error naming the keys.
-RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.checkpoint_every", "train.keep_last",
-                     "train.milestone_every", "train.compile", "data.workers", "model.devices",
-                     "eval.batch_size", "eval.ten_crop",
-                     "train.not_learning_epochs")
-
-
-def resolve_run_config(requested, run_dir) -> tuple[config.RunConfig, dict]:
-    """The config of the run in `run_dir` and the keys changed on resume ({key: [old, new]}).
-
-    A new run takes `requested`. A run directory with a config.yaml keeps it: `requested=None`
-    means "resume as saved"; a requested config may differ from it only in RESUME_MAY_CHANGE.
-    """
-    saved_path = Path(run_dir) / "config.yaml"
-    if not saved_path.is_file():
-        if requested is None:
-            raise config.ConfigError(f"{saved_path} does not exist: pass --config FILE to start a "
-                                     "new run in this directory")
-        return requested, {}
-    saved = config.load(saved_path)
-    if requested is None:
-        return saved, {}
-    old, new = config.flatten(config.to_dict(saved)), config.flatten(config.to_dict(requested))
-    changes = {k: [old[k], new[k]] for k in old if old[k] != new[k]}
-    refused = {k: v for k, v in changes.items() if k not in RESUME_MAY_CHANGE}
-    if refused:
-        listed = "; ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in refused.items())
-        raise config.ConfigError(f"{saved_path} is the config of this run and the given one "
-                                 f"differs in {listed}. Resume with the run's own config (omit "
-                                 f"--config), or start a new --run-dir. Keys a resume may change: "
-                                 f"{', '.join(RESUME_MAY_CHANGE)}")
-    return requested, changes
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the run stops and nothing after the last good checkpoint is
-    saved."""
+from paper_alexnet import (checkpoint, config, distributed, fault_hook, metrics,
+                           preemption, preflight, resume, watchdog)
+from paper_alexnet.evaluate import count_errors
+from paper_alexnet.precision import autocast, resolve_precision
+from paper_alexnet.watchdog import NonFiniteLoss
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of one training step (dropout masks): a function of (seed, step, rank) only,
     so a resumed run draws the same masks as an uninterrupted one."""
     return (seed * 1_000_003 + step * 8191 + rank * 131_071 + 1) % (2 ** 63)
-
-
-def resolve_precision(cfg: config.RunConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 on a GPU for precision=auto, none (fp32) on the CPU."""
-    if cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def forward_backward(net, optimizer, images, labels, device: torch.device,
@@ -108,36 +56,9 @@ def forward_backward(net, optimizer, images, labels, device: torch.device,
     return logits, loss
 
 
-def _check_finite(first_bad: torch.Tensor, world, where: str):
-    """Raise NonFiniteLoss if any step since the start (on any rank) had a non-finite loss.
-
-    Design: every step records, on the device, the first step whose loss was not finite
-    (`first_bad`, -1 if none); no sync. This is read (a sync point) before the optimiser step
-    wherever reading is free or already happens: on the CPU at every step (CPU tensors are
-    synchronous anyway, so the bad update is never applied), on a GPU at log steps and before every
-    checkpoint save. On a GPU a bad update may therefore be applied in memory for up to log_every
-    steps, but no checkpoint is written after it: the newest checkpoint on disk stays the last good
-    one, and the message names the first bad step.
-    """
-    flag = first_bad.detach().to(distributed.collective_device(world, first_bad.device)).clone()
-    if world.distributed:
-        # the earliest bad step of any rank (−1 = none): all ranks then stop together
-        flag = torch.where(flag < 0, torch.full_like(flag, 2 ** 62), flag)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        flag = torch.where(flag == 2 ** 62, torch.full_like(flag, -1), flag)
-    bad = int(flag.item())   # SYNC POINT (see the docstring: CPU every step, GPU at log/save steps)
-    if bad >= 0:
-        raise NonFiniteLoss(f"the training loss or a gradient was NaN or infinite at step "
-                            f"{bad + 1} (detected "
-                            f"{where}); the run stopped before saving anything after it, so the "
-                            "newest checkpoint is the last good state. Lower optim.lr, or check "
-                            "the prepared data ('alexnet prep verify ROOT'), then resume.")
-
-
 def evaluate_signal(model, data_lib, data_root, cfg, world, dtype) -> dict:
     """Centre-crop top-1/top-5 error on `schedule.signal_split` (the §5 schedule's signal), every
     image of the split seen once across the ranks."""
-    from paper_alexnet.evaluate import count_errors
     split = cfg.schedule.signal_split
     _, indices = data_lib.split_indices(data_root, split, cfg)
     batches = data_lib.eval_batches(data_root, split, cfg, view="center", rank=world.rank,
@@ -147,15 +68,21 @@ def evaluate_signal(model, data_lib, data_root, cfg, world, dtype) -> dict:
 
 
 def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
-          quiet: bool = False) -> dict:
+          quiet: bool = False, allow_change=()) -> dict:
     """Train (or resume) the run in `run_dir`; returns a summary dict. `cfg=None` resumes with the
-    run directory's own config. `after_step(global_step)` is called after every step, after any
-    checkpoint of that step is saved (tests use it to kill a run)."""
-    from paper_alexnet import data as data_lib   # the input pipeline (owned by data.py)
-    from paper_alexnet import model as model_lib
+    run directory's own config; `allow_change`: keys of resume.ON_REQUEST a resume may change.
+    Nothing is written before every start-up check passed (preflight.StartError otherwise).
+    `after_step(global_step)` is called after every step, after any checkpoint of that step is
+    saved (tests use it to kill a run)."""
+    from paper_alexnet import data as data_lib
     world = distributed.current_world()
     run_dir = Path(run_dir)
-    cfg, changes = resolve_run_config(cfg, run_dir)
+    with preflight.starting():
+        run = resume.start(cfg, data_root, run_dir, world, tuple(allow_change))
+    cfg, model, optimizer, schedule = run["cfg"], run["model"], run["optimizer"], run["schedule"]
+    epoch, start_step, global_step = run["epoch"], run["start_step"], run["global_step"]
+    steps, memory_format, resumed_from = run["steps"], run["memory_format"], run["resumed_from"]
+    data_root, changes = run["root"], run["changes"]
     distributed.barrier(world)        # every rank has read config.yaml before rank 0 rewrites it
     say = (lambda *a: None) if (quiet or not world.is_main) else (lambda *a: print(*a, flush=True))
     if world.is_main:
@@ -163,46 +90,37 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
         config_text = config.dump(cfg)
         (run_dir / "config.yaml").write_text(config_text)
         say(f"run {run_dir}\n--- config ---\n{config_text}--------------")
+        if run["note"]:
+            say(run["note"])
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
     # Fixed batch shapes: let cuDNN time its kernels once and keep the fastest (docs/speed.md);
     # its choice may vary from run to run, so not when a deterministic run is asked for.
     torch.backends.cudnn.benchmark = not cfg.train.deterministic
-
-    devices = distributed.replica_devices(world, cfg.model.devices)
-    torch.manual_seed(cfg.train.seed)             # §5 init: the same on every rank
-    model = model_lib.build(cfg.model, devices)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    optimizer = optim.make_optimizer(model, cfg.optim)
-    schedule = optim.make_schedule(cfg.schedule, optimizer)
-    epoch, start_step, global_step, resumed_from = 0, 0, 0, None
-    found = checkpoint.load_latest(run_dir)      # every rank reads the same newest checkpoint
-    if found is not None:
-        resumed_from, state = found
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        checkpoint.set_rng_state(state["rng"])
-        epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
-        say(f"resumed from {resumed_from} (epoch {epoch}, step {start_step} of it, "
-            f"{global_step} steps done)")
-    log = metrics.MetricsLog(run_dir, resume_step=global_step if found else None) \
+    if resumed_from is not None:
+        say(f"resumed from {resumed_from}: "
+            + resume.position(epoch, start_step, global_step, steps, cfg.train.epochs))
+    log = metrics.MetricsLog(run_dir, resume_step=global_step if resumed_from else None) \
         if world.is_main else None
     if log is not None and changes:
-        log.log("event", global_step, epoch, event="config_changed", changes=changes)
+        allowed = [k for k in changes if k in allow_change]
+        log.log("event", global_step, epoch, event="config_changed", changes=changes,
+                **({"allowed_by": [f"--allow-change {k}" for k in allowed]} if allowed else {}))
+        if allowed:
+            say("changed on request, recorded in metrics.jsonl: " + "; ".join(
+                f"{k} {changes[k][0]!r} -> {changes[k][1]!r}" for k in allowed))
 
     net = distributed.wrap(model, world)
     if cfg.train.compile:
         net = torch.compile(net)                 # checkpoints save `model`, never this wrapper
     dtype = resolve_precision(cfg, model.input_device)
-    steps = data_lib.steps_per_epoch(data_root, cfg, world.world_size)
     total_steps = steps * cfg.train.epochs
     local_batch = distributed.local_batch_size(cfg.optim.batch_size, world)
     running = metrics.RunningMeans(model.output_device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=model.output_device)
     # SIGTERM/SIGINT -> checkpoint and exit 75 (preemption.py); ALEXNET_FAULT: tests only
-    fault, stop = fault_hook.from_env(world.rank), preemption.StopRequest().install()
+    fault = fault_hook.from_env(world.rank)
+    stop = preemption.StopRequest(announce=preemption.TRAINING if world.is_main else None).install()
     check_every_step = model.output_device.type == "cpu"
     # Throughput: wall clock between two log steps, each of which ends in a sync, so the window
     # holds exactly the training steps (evaluation and checkpoint writing fall outside windows).
@@ -211,7 +129,7 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
     code_version = checkpoint.code_version()      # once: it runs git
 
     def save(epoch_done: int, step_in_epoch: int, milestone: bool):
-        _check_finite(first_bad, world, "before saving a checkpoint")
+        watchdog.check_finite(first_bad, world, "before saving a checkpoint")
         if world.is_main:
             log.sync()
             state = dict(model={k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -252,8 +170,9 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
     try:
         for epoch in range(epoch, cfg.train.epochs):
             model.train()
-            batches = data_lib.train_batches(data_root, cfg, epoch, start_step, world.rank,
-                                             world.world_size, model.input_device)
+            batches = run.pop("batches", None) or data_lib.train_batches(
+                data_root, cfg, epoch, start_step, world.rank, world.world_size,
+                model.input_device)
             for step_in_epoch in range(start_step, steps):
                 images, labels = next(batches)
                 images = images.contiguous(memory_format=memory_format)
@@ -269,7 +188,7 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
                 is_log = (global_step + 1) % cfg.train.log_every == 0 or step_in_epoch + 1 == steps
                 is_ckpt = (global_step + 1) % cfg.train.checkpoint_every == 0
                 if check_every_step or is_log or is_ckpt:
-                    _check_finite(first_bad, world, "before the optimiser step")
+                    watchdog.check_finite(first_bad, world, "before the optimiser step")
                 optimizer.step()
                 top1, = metrics.topk_errors(logits.detach(), labels, ks=(1,))
                 running.update(labels.shape[0], loss=loss.detach() * labels.shape[0], top1=top1)
@@ -301,6 +220,9 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
             save(epoch + 1, 0, milestone=(epoch + 1) % cfg.train.milestone_every == 0)
             if epoch + 1 < cfg.train.epochs and stop.agreed(world, True, model.output_device):
                 stop_here(epoch + 1, 0, saved=True)
+    except NonFiniteLoss as err:      # say what works now (a checkpoint to resume, or none)
+        raise NonFiniteLoss(resume.diverged(err.step, err.detected, run_dir, data_root,
+                                            cfg.optim.lr), err.step, err.detected) from None
     finally:
         stop.restore()
         if log is not None:
@@ -316,6 +238,8 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done; 2 the command cannot start as given (nothing written); 1 the run
+    failed; 75 preempted (run the same command again); 130 aborted by a second Ctrl-C."""
     parser = argparse.ArgumentParser(
         prog="alexnet train", description="Train AlexNet (§5) into a run directory; resumes "
         "automatically from the run directory's newest valid checkpoint.")
@@ -325,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=os.environ.get("ALEXNET_DATA"),
                         help="prepared dataset ROOT (default: $ALEXNET_DATA)")
     parser.add_argument("--run-dir", help="run directory (default: $ALEXNET_RUNS/<config name>)")
+    parser.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                        choices=resume.ON_REQUEST, help="let a resume change KEY (e.g. a lower "
+                        "optim.lr after a NaN stop); the change is recorded in metrics.jsonl "
+                        "(default: none; a resume may not change the rate)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="config overrides on top of --config, e.g. optim.lr=0.02 "
                         "(`alexnet config` lists every key, its default and its §)")
@@ -346,17 +274,25 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config.load(base, args.overrides)
     except config.ConfigError as err:
         print(f"alexnet train: {err}", file=sys.stderr)
-        return 2
+        return preflight.EXIT_USAGE
     from data_prep.shards import FormatError
     world = distributed.init_from_env()
     try:
-        result = train(cfg, args.data, run_dir)
+        result = train(cfg, args.data, run_dir, allow_change=args.allow_change)
+    except preflight.StartError as err:
+        print(f"alexnet train: {err}", file=sys.stderr)
+        return preflight.EXIT_USAGE
     except preemption.Preempted as err:
         if world.is_main:
             print(f"alexnet train: {err}", file=sys.stderr)
         return preemption.EXIT_PREEMPTED
+    except KeyboardInterrupt:
+        print(f"alexnet train: aborted by a second Ctrl-C; the checkpoints in {run_dir} are "
+              "intact (one being written is discarded): run the same command to resume",
+              file=sys.stderr)
+        return preemption.EXIT_ABORTED
     except (config.ConfigError, NonFiniteLoss, checkpoint.CheckpointError, FormatError) as err:
-        print(f"alexnet train: {err}", file=sys.stderr)      # FormatError: --data is not prepared
+        print(f"alexnet train: {err}", file=sys.stderr)      # FormatError: data gone mid-run
         return 1
     except OSError as err:   # e.g. a full disk: checkpoints are atomic, the newest one is intact
         print(f"alexnet train: {err}; the newest checkpoint in {run_dir} is intact: fix the cause "

@@ -3,8 +3,9 @@ whose loss stays at chance level ("not learning").
 
 - `finite_grads(model, device)`: a 0-d bool tensor on `device`, True when every gradient element
   is finite (their 2-norm, one foreach reduction, no host sync). train.py folds it into the same
-  on-device flag as the loss check (`_check_finite`), so an infinite or NaN gradient with a finite
-  loss also stops the run before the optimiser step, on every rank, naming the step.
+  on-device flag as the loss check (`check_finite`), so an infinite or NaN gradient with a finite
+  loss also stops the run before the optimiser step, on every rank, naming the step
+  (`NonFiniteLoss`; resume.diverged words what to do then).
 - `not_learning(records, num_classes, epochs)`: the §5 loss starts at ln(classes) (a uniform
   softmax); a run whose per-epoch mean training loss stays within CHANCE_TOLERANCE of it for
   `train.not_learning_epochs` epochs in a row is reported (stderr and an event record
@@ -18,9 +19,41 @@ import sys
 
 import torch
 
-from paper_alexnet import metrics
+from paper_alexnet import distributed, metrics
 
 CHANCE_TOLERANCE = 0.02   # relative: ln(1000) = 6.908 -> "at chance" above 6.77
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or a gradient became NaN or infinite at `step` (1-based); the run stops and nothing
+    after the last good checkpoint is saved."""
+
+    def __init__(self, message: str, step: int, detected: str):
+        super().__init__(message)
+        self.step, self.detected = step, detected
+
+
+def check_finite(first_bad: torch.Tensor, world, where: str):
+    """Raise NonFiniteLoss if any step since the start (on any rank) had a non-finite loss.
+
+    Design: every step records, on the device, the first step whose loss was not finite
+    (`first_bad`, -1 if none); no sync. This is read (a sync point) before the optimiser step
+    wherever reading is free or already happens: on the CPU at every step (CPU tensors are
+    synchronous anyway, so the bad update is never applied), on a GPU at log steps and before every
+    checkpoint save. On a GPU a bad update may therefore be applied in memory for up to log_every
+    steps, but no checkpoint is written after it: the newest checkpoint on disk stays the last good
+    one, and the message names the first bad step.
+    """
+    flag = first_bad.detach().to(distributed.collective_device(world, first_bad.device)).clone()
+    if world.distributed:
+        # the earliest bad step of any rank (−1 = none): all ranks then stop together
+        flag = torch.where(flag < 0, torch.full_like(flag, 2 ** 62), flag)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        flag = torch.where(flag == 2 ** 62, torch.full_like(flag, -1), flag)
+    bad = int(flag.item())   # SYNC POINT (see the docstring: CPU every step, GPU at log/save steps)
+    if bad >= 0:
+        raise NonFiniteLoss(f"the training loss or a gradient was NaN or infinite at step "
+                            f"{bad + 1} (detected {where})", bad + 1, where)
 
 
 def finite_grads(model: torch.nn.Module, device) -> torch.Tensor:

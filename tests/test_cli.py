@@ -95,7 +95,7 @@ def test_config_lists_every_key_with_its_default_choices_and_section(capsys):
     keys = config.flatten(config.to_dict(config.RunConfig()))
     for key in keys:
         assert f"  {key} = " in out, key
-    assert "  optim.lr = 0.01\n      a number >= 0.0\n      §5: initial learning rate" in out
+    assert "  optim.lr = 0.01\n      a number > 0.0\n      §5: initial learning rate" in out
     assert "  model.lrn = paper\n      one of: paper, cuda-convnet, caffe, off\n      §3.3" in out
     assert "  model.devices = [auto]\n" in out and "  data.flip = true\n" in out
     assert "\n*" not in out                             # nothing differs from the paper
@@ -115,7 +115,7 @@ def test_config_shows_a_recipe_and_overrides_and_marks_what_differs(capsys, tmp_
 
 @pytest.mark.parametrize("argv, message", [
     (["--recipe", "no_lrm"], "no recipe of that name; pass a YAML file or a recipe: "),
-    (["optim.lr=-1"], "optim.lr: -1.0 is below the minimum 0.0"),
+    (["optim.lr=-1"], "optim.lr: -1.0 must be above 0.0"),
     (["optim.lrr=1"], "unknown key(s) optim.lrr"),
     (["optimiser"], "unknown section or key 'optimiser'; sections: model, data, optim"),
 ])
@@ -151,7 +151,7 @@ def test_a_bad_value_is_blamed_on_where_it_came_from(tmp_path):
     with pytest.raises(config.ConfigError) as err:
         config.load(recipe, ["optim.momentum=-1"])
     assert "optim.momentum: -1.0 is below" in str(err.value)
-    assert str(err.value).endswith("(from the command-line overrides)")
+    assert str(err.value).endswith("(from the command line: optim.momentum=-1)")
     assert "mine.yaml" not in str(err.value)
     recipe.write_text("model: {lrn: sometimes}\n")
     with pytest.raises(config.ConfigError, match=r"'sometimes' .*\(from .*mine.yaml\)$"):
@@ -262,8 +262,8 @@ def test_unwritable_outputs_are_exit_2_before_any_work(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["ablate", "--variants", "no_lrn,no_lrm"], "--variants: no recipe 'no_lrm'; recipes: "),
     (["ablate", "--seeds", "0,one"], "--seeds '0,one': expected comma-separated integers"),
-    (["ablate", "optim.lr=-1"], "optim.lr: -1.0 is below the minimum 0.0 (from the command-line "
-                                "overrides)"),
+    (["ablate", "optim.lr=-1"], "optim.lr: -1.0 must be above 0.0; the default is 0.01 (from "
+                                "the command line: optim.lr=-1)"),
     (["relu-vs-tanh", "--lrs", "0.1,0"], "--lrs '0.1,0': expected comma-separated positive"),
 ])
 def test_experiment_bad_names_and_values_are_exit_2(tmp_path, capsys, argv, message):

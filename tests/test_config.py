@@ -51,8 +51,13 @@ def test_course_notes_preset():
     ("model.lrn=sometimes", "model.lrn: 'sometimes' is not one of paper, cuda-convnet, caffe, off"),
     ("model.layout=three_towers", "model.layout: 'three_towers' is not one of"),
     ("model.num_classes=1", "model.num_classes: 1 is below the minimum 2"),
-    ("model.dropout=1.5", "model.dropout: 1.5 is above the maximum 1.0"),
-    ("optim.lr=-0.1", "optim.lr: -0.1 is below the minimum 0.0"),
+    ("model.dropout=1.5", "model.dropout: 1.5 must be below 1.0; the default is 0.5"),
+    ("optim.lr=-0.1", "optim.lr: -0.1 must be above 0.0; the default is 0.01"),
+    ("optim.lr=0", "optim.lr: 0.0 must be above 0.0; the default is 0.01"),
+    ("optim.momentum=5", "optim.momentum: 5.0 must be below 1.0; the default is 0.9"),
+    ("schedule.factor=1", "schedule.factor: 1.0 must be below 1.0"),
+    ("data.workers=many", "data.workers: expected an integer, got 'many'"),
+    ("data.workers=-1", "data.workers: -1 is below the minimum 0; the default is 'auto'"),
     ("model=3", "model: expected a mapping"),
     ("model.lrn", "is not of the form section.key=value"),
     ("model.lrn=[", "value is not valid YAML"),
@@ -66,7 +71,7 @@ def test_bad_overrides_are_rejected_naming_the_key(override, message):
 
 
 def test_overrides_are_parsed_as_yaml_and_coerced():
-    cfg = config.load(None, ["optim.lr=1e-3", "optim.momentum=1", "model.devices=[cuda:0, cpu]",
+    cfg = config.load(None, ["optim.lr=1e-3", "optim.momentum=0", "model.devices=[cuda:0, cpu]",
                              "model.conv1_padding=1", "model.lrn=off", "schedule.milestones=50",
                              "train.compile=true", "model.dropout=0"])
     assert cfg.optim.lr == 0.001 and isinstance(cfg.optim.momentum, float)
@@ -75,6 +80,25 @@ def test_overrides_are_parsed_as_yaml_and_coerced():
     assert cfg.schedule.milestones == (50,) and cfg.train.compile is True
     assert cfg.model.dropout == 0.0
     assert config.load(None, ["model.devices=cpu"]).model.devices == ("cpu",)
+    assert config.load(None, ["data.workers=auto"]).data.workers == "auto"
+    assert config.load(None, ["data.workers=3"]).data.workers == 3
+
+
+def test_errors_blame_the_command_line_or_the_file(tmp_path):
+    """A bad value set on the command line is blamed on that override, not on the recipe; a bad
+    value in the recipe names the recipe."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("optim:\n  lr: 0.02\n")
+    with pytest.raises(ConfigError) as err:
+        config.load(recipe, ["train.epochs=2", "optim.momentum=5"])
+    assert str(err.value).endswith("(from the command line: optim.momentum=5)")
+    assert "recipe.yaml" not in str(err.value) and err.value.key == "optim.momentum"
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) optim.lrr.*command line: optim.lrr=1"):
+        config.load(recipe, ["optim.lrr=1"])
+    recipe.write_text("optim:\n  lr: 0\n")
+    with pytest.raises(ConfigError, match=r"optim.lr: 0.0 must be above 0.0.*\(from .*recipe.yaml\)$"):
+        config.load(recipe, ["optim.momentum=0.5"])
+    assert config.load(recipe, ["optim.lr=0.1"]).optim.lr == 0.1    # the override fixes it
 
 
 def test_file_then_overrides(tmp_path):

@@ -1,5 +1,6 @@
 """The input pipeline (paper_alexnet.data) on small splits written with data_prep's own writer."""
 import io
+import os
 
 import numpy as np
 import pytest
@@ -226,3 +227,21 @@ def test_gather_on_cuda_equals_slicing():
     flip = np.array([True, False] * 3)
     on_gpu = augment.crop_flip(images.cuda(), oy, ox, flip, 32)
     assert torch.equal(on_gpu.cpu(), augment.crop_flip(images, oy, ox, flip, 32, impl="slice"))
+
+
+def test_workers_auto_follows_the_cores_this_process_may_use(data_root, monkeypatch):
+    """data.workers=auto (the default) is min(4, cores available): 2 on a 2-core box, 4 on a big
+    one; a loader built with it raises no DataLoader warning about too many workers."""
+    import warnings
+    from paper_alexnet import config, data
+    assert config.RunConfig().data.workers == "auto"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert data.worker_count("auto") == 2 and data.worker_count(0) == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert data.worker_count("auto") == 4
+    monkeypatch.undo()
+    cfg = config.load(None, ["model.input_size=64", "optim.batch_size=8", "data.workers=auto"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # DataLoader's "worker processes" UserWarning
+        images, _ = next(data.train_batches(data_root, cfg, epoch=0))
+    assert images.shape == (8, 3, 64, 64)

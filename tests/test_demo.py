@@ -3,6 +3,7 @@ two-tower network trained → centre and ten-crop evaluation → report) on the 
 import json
 
 from experiments.paper_numbers import PAPER_ROWS
+from faults import snapshot
 from paper_alexnet import config
 from paper_alexnet.demo import PAPER_TABLE2_1CNN, RECIPE, deviations, load_recipe, main
 
@@ -37,3 +38,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     for stage in ("1. generate", "2. train", "3. evaluate"):
         assert stage in report and stage in printed
     assert (out / "prepared" / "train" / "manifest.json").is_file()
+    # the full demo in the same folder: refused at once, one line with the fix, nothing changed
+    before = snapshot(out)
+    assert main(["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds a demo made with other settings" in err
+    assert f"--out {out}-full" in err and snapshot(out) == before

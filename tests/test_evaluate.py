@@ -169,3 +169,16 @@ def test_alexnet_eval_writes_result_json(data_root, tmp_path):
     val = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
            if '"val"' in line][-1]
     assert val["top1"] == pytest.approx(result["center"]["top1"])
+
+
+def test_evaluate_does_not_import_train():
+    """train.py uses evaluate.py (per-epoch validation); the lower module never imports the upper
+    one (both take autocast and precision from precision.py)."""
+    import ast
+    import paper_alexnet.evaluate as module
+    tree = ast.parse(open(module.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                 for a in n.names}
+    assert not any(name.startswith("paper_alexnet.train") for name in imported), imported

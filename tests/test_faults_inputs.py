@@ -215,7 +215,7 @@ def test_tampered_run_config_is_refused_on_resume(tmp_path, capsys):
     text = (run / "config.yaml").read_text().replace("epochs: 1", "epochs: one")
     (run / "config.yaml").write_text(text)
     capsys.readouterr()
-    assert main(["--data", data, "--run-dir", str(run)]) == 1
+    assert main(["--data", data, "--run-dir", str(run)]) == 2     # cannot start: nothing written
     err = capsys.readouterr().err
     assert "train.epochs: expected an integer" in err and "config.yaml" in err
 

@@ -120,6 +120,74 @@ def test_second_ctrl_c_stops_at_once(data_root, tmp_path):
     assert checkpoint.list_checkpoints(tmp_path / "run") == []   # nothing half-written either
 
 
+def test_second_ctrl_c_while_saving_leaves_the_previous_checkpoint_valid(data_root, uninterrupted,
+                                                                       tmp_path, monkeypatch,
+                                                                       capfd):
+    """The first Ctrl-C (after step 6) says what happens; a second one lands while that step's
+    checkpoint is being written (its bytes are on disk, its digest being computed): the write is
+    abandoned, no temporary file is left, the checkpoint of step 4 (end of epoch 1) stays the
+    newest and verifies, and the same command resumes to the uninterrupted result."""
+    run, armed = tmp_path / "run", []
+    real_sha256 = checkpoint._sha256
+
+    def second_ctrl_c_in_the_write(path):
+        if armed and path.name.endswith(".tmp"):
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_sha256(path)
+
+    def first_ctrl_c(step):
+        if step == 6:
+            armed.append(step)
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(checkpoint, "_sha256", second_ctrl_c_in_the_write)
+    with pytest.raises(KeyboardInterrupt):
+        train(config.load(None, SHORT), data_root, run, after_step=first_ctrl_c, quiet=True)
+    assert "stopping after this step and saving a checkpoint; Ctrl-C again to abort" in \
+        capfd.readouterr().err
+    monkeypatch.undo()
+    assert [s for s, _ in checkpoint.list_checkpoints(run)] == [4]
+    assert checkpoint.load(checkpoint.checkpoint_path(run, 4))["global_step"] == 4
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    train(None, data_root, run, quiet=True)
+    assert_same_run(run, uninterrupted)
+
+
+def test_forked_workers_ignore_ctrl_c(capfd):
+    """A terminal's Ctrl-C reaches the DataLoader workers too (same process group); forked after
+    the handler was installed, they ignore it (no flag, no second announcement, no
+    KeyboardInterrupt): only the training process stops, once."""
+    stop = preemption.StopRequest(announce=preemption.TRAINING).install()
+    try:
+        pid = os.fork()
+        if pid == 0:                        # the child touches no torch op (no OpenMP pool)
+            code = 4
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+                code = 3 if stop.requested else 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        stop.restore()
+    assert os.waitstatus_to_exitcode(status) == 0 and not stop.requested
+    assert "stopping after this step" not in capfd.readouterr().err
+
+
+def test_train_aborted_by_a_second_ctrl_c_exits_130_in_one_line(tmp_path, monkeypatch, capsys):
+    from paper_alexnet import train as train_module
+
+    def aborted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "train", aborted)
+    recipe = write_recipe(tmp_path / "r.yaml", SHORT)
+    assert train_module.main(["--config", str(recipe), "--data", str(tmp_path),
+                              "--run-dir", str(tmp_path / "run")]) == preemption.EXIT_ABORTED == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "aborted by a second Ctrl-C" in err[0]
+    assert "run the same command to resume" in err[0]
+
+
 @pytest.mark.parametrize("kind", ["nan_loss", "inf_grad"])
 def test_non_finite_loss_or_gradient_stops_before_the_update(data_root, tmp_path, monkeypatch,
                                                              kind):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from paper_alexnet import checkpoint, config, metrics
-from paper_alexnet.train import NonFiniteLoss, main, resolve_run_config, train
+from paper_alexnet.resume import resolve_run_config
+from paper_alexnet.train import NonFiniteLoss, main, train
 
 # AlexNet itself (two towers, LRN, dropout) at the smallest input size, 4 classes.
 ALEXNET_64 = ["model.input_size=64", "model.num_classes=4", "optim.batch_size=8",
@@ -87,6 +88,7 @@ def test_nan_loss_stops_before_the_bad_update_is_saved(data_root, tmp_path):
     with pytest.raises(NonFiniteLoss, match=r"at step (\d+)") as info:
         train(cfg, data_root, tmp_path / "run", quiet=True)
     bad = int(re.search(r"at step (\d+)", str(info.value)).group(1))
+    assert "--allow-change optim.lr optim.lr=1e+29" in str(info.value)      # what works now
     saved = checkpoint.list_checkpoints(tmp_path / "run")
     assert saved and max(s for s, _ in saved) == bad - 1    # every good step saved, no later one
     for _, path in saved:
@@ -100,9 +102,10 @@ def test_resume_refuses_a_different_config(data_root, tmp_path):
     run = tmp_path / "run"
     train(cfg, data_root, run, quiet=True)
     other = config.load(None, SMALL_NET + ["train.steps_per_epoch=2", "optim.lr=0.02"])
+    in_checkpoint = checkpoint.load_latest(run)[1]["config"]
     with pytest.raises(config.ConfigError, match=r"optim\.lr: saved 0\.0001, given 0\.02"):
-        resolve_run_config(other, run)
-    assert resolve_run_config(None, run)[0] == cfg
+        resolve_run_config(other, run, in_checkpoint)
+    assert resolve_run_config(None, run, in_checkpoint)[0] == cfg
     assert config.load(run / "config.yaml") == cfg
 
 
@@ -116,7 +119,7 @@ def test_main_resumes_a_finished_run_and_rejects_changes(data_root, tmp_path, ca
     try:
         assert main(["--config", str(recipe), "--data", data_root]) == 0
         assert (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file()
-        assert main(["--data", data_root, "--run-dir", str(run), "optim.momentum=0.5"]) == 1
+        assert main(["--data", data_root, "--run-dir", str(run), "optim.momentum=0.5"]) == 2
     finally:
         del os.environ["ALEXNET_RUNS"]
     assert "optim.momentum" in capsys.readouterr().err
@@ -167,18 +170,18 @@ def test_gpu_bf16_channels_last_compile(data_root, tmp_path):
 
 
 def test_train_and_eval_name_unprepared_data_without_a_traceback(data_root, tmp_path, capsys):
-    """A --data folder that is not a prepared dataset: exit 1, one line naming the folder and
-    what to run, no traceback (train and eval alike)."""
+    """A --data folder that is not a prepared dataset: exit 2 (the command cannot start), one line
+    naming the folder and what to run, no traceback (train and eval alike)."""
     from paper_alexnet.evaluate import main as eval_main
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("train: {epochs: 1, steps_per_epoch: 1}\n")
     missing, run = tmp_path / "not_prepared", tmp_path / "run"
     assert main(["--config", str(recipe), "--data", str(missing), "--run-dir", str(run),
-                 *SMALL_NET]) == 1
+                 *SMALL_NET]) == 2
     err = capsys.readouterr().err
     assert f"{missing}/train does not exist" in err and "alexnet prep" in err
     assert "Traceback" not in err
     train(config.load(recipe, SMALL_NET), data_root, run, quiet=True)     # a checkpoint to eval
-    assert eval_main(["--run-dir", str(run), "--data", str(missing)]) == 1
+    assert eval_main(["--run-dir", str(run), "--data", str(missing)]) == 2
     err = capsys.readouterr().err
     assert f"{missing}/" in err and "does not exist" in err and "Traceback" not in err

@@ -1,0 +1,129 @@
+"""What `alexnet train` and `alexnet eval` check before they write anything (docs/ARCHITECTURE.md
+decision 6: a run directory is the unit of work, so a command that cannot start must not touch it).
+
+A command that fails one of these checks exits 2 with one line naming the problem and the fix,
+and leaves every file as it was (docs/training.md, "Exit codes"):
+- `check_data_root(root)`: `--data` must be a prepared ROOT; one split of it ("pass ROOT, not
+  ROOT/train") and raw images or archives ("run `alexnet prep …` first") are named as such.
+- `check_classes(num_classes, root, split, whose)`: the network's `model.num_classes` equals the
+  number of classes in the split's classes.tsv (a 1000-way net on 4-class data, or labels beyond
+  the output layer, would otherwise train silently or die mid-step).
+- `check_writable(path, flag)`: an output file can be written, probed before any work is done.
+- `starting()`: turns the errors of such checks elsewhere (config values, devices, data that
+  cannot serve the config) into `StartError`, the one exception the commands map to exit 2.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from data_prep.shards import FormatError, PreparedSplit
+from paper_alexnet.config import ConfigError
+from paper_alexnet.data import DataError
+from paper_alexnet.placement import PlacementError
+
+EXIT_USAGE = 2     # the command cannot start as given; nothing was written
+
+
+class StartError(ValueError):
+    """The command cannot start as given (a value, a path, a device, data that does not fit);
+    nothing was written."""
+
+
+@contextlib.contextmanager
+def starting():
+    """Errors raised inside become StartError (same message): the start-up checks of a command."""
+    try:
+        yield
+    except (ConfigError, PlacementError, FormatError, DataError) as err:
+        raise StartError(str(err)) from err
+
+
+# Raw inputs that `alexnet prep` turns into a prepared ROOT: file name pattern -> the prep verb.
+_RAW = ((".jpeg", "imagenet"), (".jpg", "imagenet"), (".png", "imagenet"), (".tar", "imagenet"),
+        ("data_batch_1", "cifar10"), ("cifar-10-python.tar.gz", "cifar10"),
+        ("train-images-idx3-ubyte", "fashion-mnist"))
+
+
+def _raw_example(root: Path) -> tuple[Path, str] | None:
+    """(a raw input file, its prep verb) within three levels of `root` (ROOT/train/<wnid>/x.JPEG),
+    looking at a few hundred entries at most (an ImageNet folder holds 1.3 M files)."""
+    folders, seen = [(root, 0)], 0
+    while folders and seen < 500:
+        folder, depth = folders.pop(0)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)[:100]
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            name = entry.name.lower()
+            if entry.is_dir():
+                if depth < 2:
+                    folders.append((Path(entry.path), depth + 1))
+                continue
+            verb = next((v for p, v in _RAW if name.endswith(p) or name.startswith(p)), None)
+            if verb is not None:
+                return Path(entry.path), verb
+    return None
+
+
+def check_data_root(root) -> Path:
+    """`root` as a Path when it holds a prepared train split; StartError naming a split folder or
+    raw images given instead (other problems are left to PreparedSplit's own FormatError)."""
+    root = Path(root)
+    if (root / "train" / "manifest.json").is_file() or not root.is_dir():
+        return root
+    if (root / "manifest.json").is_file() or (root / "index.npz").is_file():
+        raise StartError(f"--data {root} is one split of a prepared dataset, not its root: pass "
+                         f"ROOT, not ROOT/{root.name} (here: --data {root.parent})")
+    raw = _raw_example(root)
+    if raw is not None:
+        path, verb = raw
+        raise StartError(f"--data {root} looks like raw images or archives ({path.name}), not a "
+                         f"prepared dataset: run 'alexnet prep {verb} --input {root} --out "
+                         f"PREPARED' once, then pass --data PREPARED")
+    return root
+
+
+def check_classes(num_classes: int, root, split: str, whose: str) -> int:
+    """The number of classes in ROOT/<split>/classes.tsv; StartError unless it is `num_classes`.
+    `whose`: what holds num_classes, for the message ("model.num_classes" or a checkpoint)."""
+    folder = "train" if split == "train_holdout" else split
+    classes = len(PreparedSplit(Path(root) / folder).classes)
+    if classes == num_classes:
+        return classes
+    where = Path(root) / folder / "classes.tsv"
+    if whose == "model.num_classes":
+        effect = ("labels beyond the output layer" if classes > num_classes
+                  else f"a {num_classes}-way output layer for {classes} classes")
+        raise StartError(f"model.num_classes={num_classes} but {where} lists {classes} classes "
+                         f"({effect}): set model.num_classes={classes}")
+    raise StartError(f"{whose} is a {num_classes}-class network (its model.num_classes) but "
+                     f"{where} lists {classes} classes: evaluate it on the dataset it was "
+                     f"trained on")
+
+
+def check_writable(path, flag: str = "--out") -> Path:
+    """StartError unless a file can be written at `path` (a temporary file is created in its
+    nearest existing folder and removed; missing folders below it would be created)."""
+    path = Path(path)
+    if path.is_dir():
+        raise StartError(f"{flag} {path} is a folder: name a file (e.g. {path / 'result.json'})")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise StartError(f"{flag} {path}: {folder} is not a folder, so nothing can be written "
+                         f"there; choose another path")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".alexnet-probe-"):
+            pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(f"{path} is read-only")
+    except OSError as err:
+        raise StartError(f"{flag} {path} cannot be written ({err.strerror or err}): choose a "
+                         f"writable path") from None
+    return path

@@ -1,0 +1,165 @@
+"""§5 runs take days: which config a resumed run directory takes, what a resume may change, and the
+words that say where a run stands (docs/ARCHITECTURE.md decision 6; docs/training.md, "Resuming").
+
+- A run directory is locked by its first checkpoint, not by its config.yaml: until a checkpoint
+  exists nothing computed would be kept, so a start that failed (a bad value, a missing device,
+  data too small) never blocks the corrected command; the new config replaces config.yaml.
+- Once a checkpoint exists, a config given on resume may differ from RUN/config.yaml only in
+  RESUME_MAY_CHANGE (how long, how often, where), and in ON_REQUEST keys (`optim.lr`) when the
+  command says `--allow-change KEY`: the change is then recorded in metrics.jsonl. The network of
+  the checkpoint must be the one the config describes (every model.* key but model.devices).
+- `start(...)`: everything of a run that can fail before its first step, with nothing written:
+  config, data checks (preflight.py), devices, network, optimiser, schedule, the newest checkpoint
+  loaded into them, the first batches. train.py writes config.yaml only after it.
+- `position(...)` counts epochs as the progress line does; `diverged(...)` says what works after a
+  NaN or infinite loss.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from paper_alexnet import checkpoint, config, distributed, optim, preflight
+
+# Keys a resumed run may change (they do not change what is computed, only how long, how often it
+# is logged or saved, and where it runs): e.g. `alexnet train --run-dir RUN train.epochs=120`
+# extends a run.
+RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.checkpoint_every", "train.keep_last",
+                     "train.milestone_every", "train.compile", "data.workers", "model.devices",
+                     "eval.batch_size", "eval.ten_crop", "train.not_learning_epochs")
+# Keys a resume changes only when asked by name (`--allow-change optim.lr`), as the paper's authors
+# lowered the rate by hand (§5); the change is logged as an "event" record.
+ON_REQUEST = ("optim.lr",)
+
+
+def _differences(a: config.RunConfig, b: config.RunConfig) -> dict:
+    old, new = config.flatten(config.to_dict(a)), config.flatten(config.to_dict(b))
+    return {k: [old[k], new[k]] for k in old if old[k] != new[k]}
+
+
+def resolve_run_config(requested, run_dir, saved_in_checkpoint: dict | None = None,
+                       allow_change=()) -> tuple[config.RunConfig, dict, str | None]:
+    """(config of the run, changes {key: [old, new]} to record, a note to print or None).
+
+    `requested`: the config given (None = "as saved"); `saved_in_checkpoint`: the config dict of
+    the newest checkpoint, None when the run has none (then the run is not locked yet).
+    """
+    saved_path = Path(run_dir) / "config.yaml"
+    saved = config.load(saved_path) if saved_path.is_file() else None
+    if saved_in_checkpoint is None:
+        if requested is None and saved is None:
+            raise config.ConfigError(f"{saved_path} does not exist: pass --config FILE to start a "
+                                     "new run in this directory")
+        if requested is None or saved is None or requested == saved:
+            return requested or saved, {}, None
+        return requested, {}, (f"{saved_path} is from a start that saved no checkpoint: replaced "
+                               f"by the config given now")
+    in_checkpoint = config.build(config.RunConfig, saved_in_checkpoint)
+    reference = saved if saved is not None else in_checkpoint
+    cfg = reference if requested is None else requested
+    changes = _differences(reference, cfg)
+    refused = {k: v for k, v in changes.items()
+               if k not in RESUME_MAY_CHANGE and not (k in allow_change and k in ON_REQUEST)}
+    if refused:
+        listed = "; ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in refused.items())
+        on_request = [k for k in refused if k in ON_REQUEST]
+        hint = (f" To change {', '.join(on_request)} from here on, add "
+                f"{' '.join('--allow-change ' + k for k in on_request)} (recorded in "
+                f"metrics.jsonl)." if on_request else "")
+        source = saved_path if saved is not None else \
+            f"the newest checkpoint in {checkpoint.checkpoint_dir(run_dir)}"
+        raise config.ConfigError(f"{source} holds the config of this run and the given one "
+                                 f"differs in {listed}. Resume with the run's own config (omit "
+                                 f"--config), or start a new --run-dir.{hint} Keys a resume may "
+                                 f"change: {', '.join(RESUME_MAY_CHANGE)}")
+    _check_network(cfg, in_checkpoint, run_dir)
+    return cfg, changes, None
+
+
+def _check_network(cfg: config.RunConfig, in_checkpoint: config.RunConfig, run_dir):
+    """The checkpoint holds the network the config describes (model.*, except where it runs)."""
+    differ = {k: v for k, v in _differences(in_checkpoint, cfg).items()
+              if k.startswith("model.") and k != "model.devices"}
+    if differ:
+        listed = "; ".join(f"{k}={a!r} in the checkpoint, {b!r} in the config"
+                           for k, (a, b) in differ.items())
+        raise config.ConfigError(f"the newest checkpoint in {checkpoint.checkpoint_dir(run_dir)} "
+                                 f"holds another network than the config describes ({listed}): "
+                                 f"resume with the config that trained it, or start a new "
+                                 f"--run-dir")
+
+
+def start(requested, data_root, run_dir: Path, world, allow_change=()) -> dict:
+    """Everything that can fail before the first step, with nothing written: the run's config
+    (resume.py), the data (preflight.py: a prepared ROOT, enough images for a batch, the classes of
+    model.num_classes), the devices, the network, optimiser and schedule, the newest checkpoint
+    loaded into them, the first epoch's batches. Errors are one line (preflight.StartError)."""
+    from paper_alexnet import data as data_lib   # the input pipeline (owned by data.py)
+    from paper_alexnet import model as model_lib
+    found = checkpoint.load_latest(run_dir)      # every rank reads the same newest checkpoint
+    cfg, changes, note = resolve_run_config(requested, run_dir,
+                                            found[1]["config"] if found else None, allow_change)
+    root = preflight.check_data_root(data_root)
+    steps = data_lib.steps_per_epoch(root, cfg, world.world_size)
+    for split in ("train", cfg.schedule.signal_split):
+        preflight.check_classes(cfg.model.num_classes, root, split, "model.num_classes")
+    devices = distributed.replica_devices(world, cfg.model.devices)
+    torch.manual_seed(cfg.train.seed)             # §5 init: the same on every rank
+    model = model_lib.build(cfg.model, devices)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = optim.make_optimizer(model, cfg.optim)
+    schedule = optim.make_schedule(cfg.schedule, optimizer)
+    run = dict(cfg=cfg, changes=changes, note=note, root=root, steps=steps, model=model,
+               memory_format=memory_format, optimizer=optimizer, schedule=schedule, epoch=0,
+               start_step=0, global_step=0, resumed_from=None, batches=None)
+    if found is not None:
+        path, state = found
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise preflight.StartError(f"{path} does not fit the network of this config "
+                                       f"({first}): resume with the config that trained it, or "
+                                       f"start a new --run-dir") from None
+        if schedule.base_lr != cfg.optim.lr:      # optim.lr changed with --allow-change
+            schedule.rebase(cfg.optim.lr)
+        checkpoint.set_rng_state(state["rng"])
+        run.update(epoch=state["epoch"], start_step=state["step"],
+                   global_step=state["global_step"], resumed_from=path)
+    if run["epoch"] < cfg.train.epochs:      # built now: its errors (crop sizes, stats) raise here
+        run["batches"] = data_lib.train_batches(root, cfg, run["epoch"], run["start_step"],
+                                                world.rank, world.world_size, model.input_device)
+    return run
+
+
+def position(epoch: int, step_in_epoch: int, global_step: int, steps: int, epochs: int) -> str:
+    """Where a checkpoint stands, counted as the progress line counts ("epoch 2/3 step 7/9")."""
+    total = steps * epochs
+    if step_in_epoch:
+        return (f"epoch {epoch + 1}/{epochs} step {global_step}/{total} ({step_in_epoch} of the "
+                f"epoch's {steps} steps done)")
+    if epoch >= epochs:
+        return f"all {epochs} epochs done, step {global_step}/{total}: nothing left to train"
+    return f"epoch {epoch}/{epochs} done, step {global_step}/{total}; next: epoch {epoch + 1}"
+
+
+def diverged(bad_step: int, detected: str, run_dir, data_root, lr: float) -> str:
+    """The message of a NaN or infinite loss at `bad_step` (1-based): what actually works now
+    (`lr`: the run's optim.lr, the rate before any schedule drop)."""
+    saved = checkpoint.list_checkpoints(run_dir)
+    lower = f"optim.lr={lr / 10:g}"
+    head = (f"the training loss or a gradient was NaN or infinite at step {bad_step} (detected "
+            f"{detected}); nothing after it was saved. ")
+    data = "If the rate is not the cause, check the prepared data ('alexnet prep verify ROOT')."
+    if not saved:
+        return head + (f"No checkpoint was written before it, so the run directory is not locked: "
+                       f"run the same command with a lower rate (e.g. {lower}). {data}")
+    step = saved[-1][0]
+    return head + (f"The newest checkpoint (step {step}) is the last good state: resume it with a "
+                   f"lower rate, recorded in metrics.jsonl: alexnet train --run-dir {run_dir} "
+                   f"--data {data_root} --allow-change optim.lr {lower}; or start afresh in a new "
+                   f"--run-dir. {data}")
