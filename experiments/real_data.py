@@ -4,6 +4,7 @@ None of this is downloaded at run time: clone the public repositories yourself, 
 
     python -m experiments.real_data fashion-mnist-prefix SRC OUT [--count 3600] [--test 600]
     python -m experiments.real_data ilsvrc-sample SRC OUT
+    python -m experiments.real_data sample-stats ROOT [--resamples 2000]
 
 - `fashion-mnist-prefix`: SRC holds Fashion-MNIST's `train-images-idx3-ubyte.gz` (possibly cut
   off: one public copy stops after 3,615 images) and the complete `train-labels-idx1-ubyte.gz`.
@@ -15,6 +16,10 @@ None of this is downloaded at run time: clone the public repositories yourself, 
   the public sample). OUT becomes `train/<wnid>/<file>` (symbolic links) plus `synset_words.txt`,
   the class-folder layout `alexnet prep imagenet --input OUT --class-names OUT/synset_words.txt`
   reads. With one image per class it is for statistics (`alexnet prep stats`), not for training.
+- `sample-stats`: how precisely a prepared train split of a few images fixes the channel means,
+  the PCA scales √λ and the eigenvector directions: a bootstrap over whole images (resampled with
+  replacement), printed next to Alex Krizhevsky's values (docs/data.md, "Measured on 1,000 real
+  ILSVRC-2012 images").
 The CIFAR-10 JPEG mirror (train/<class>/*.jpg, test/<class>/*.jpg) needs no step of its own:
 `alexnet prep images --input SRC --out ROOT`.
 """
@@ -97,6 +102,47 @@ def ilsvrc_sample(src: Path, out: Path) -> dict:
     return {"images": len(files), "classes": len(words)}
 
 
+def sample_stats(root: Path, resamples: int = 2000, seed: int = 0) -> list[str]:
+    """Bootstrap 95% intervals of the channel means and √λ of ROOT/train, and the angles of its
+    eigenvectors to Alex Krizhevsky's, as printable lines."""
+    from data_prep.shards import PreparedSplit
+    from data_prep.stats import load_reference
+
+    split = PreparedSplit(Path(root) / "train")
+    sums, outer, pixels = [], [], 0
+    for i in range(len(split)):
+        x = split.image(i).reshape(-1, split.image_shape[-1]).astype(np.float64)
+        sums.append(x.sum(0))
+        outer.append(x.T @ x)
+        pixels = len(x)
+    sums, outer = np.array(sums), np.array(outer)
+    ref = load_reference()
+
+    def estimate(idx):
+        n = len(idx) * pixels
+        mean = sums[idx].sum(0) / n
+        val, vec = np.linalg.eigh(outer[idx].sum(0) / n - np.outer(mean, mean))
+        angle = np.degrees(np.arccos(np.clip(np.abs((vec * ref["eigvec"]).sum(0)), 0, 1)))
+        return mean, np.sqrt(val), angle
+
+    every = np.arange(len(split))
+    mean, scale, angle = estimate(every)
+    rng = np.random.default_rng(seed)
+    boot = [estimate(rng.integers(0, len(split), len(split))) for _ in range(resamples)]
+    lo_hi = [np.percentile(np.array([b[k] for b in boot]), [2.5, 97.5], axis=0) for k in (0, 1)]
+    far = np.percentile(np.array([b[2] for b in boot]), 97.5, axis=0)
+
+    def row(name, ours, interval, his):
+        return (f"{name:<12} " + " ".join(f"{o:8.2f} [{a:7.2f}, {b:7.2f}]" for o, a, b in
+                                           zip(ours, *interval)) + "   his: "
+                + " ".join(f"{h:7.2f}" for h in his))
+    return [f"{len(split)} images, {resamples} bootstrap resamples of whole images (95% intervals)",
+            row("mean RGB", mean, lo_hi[0], ref["mean"].mean(axis=(0, 1))),
+            row("sqrt(eigval)", scale, lo_hi[1], np.sqrt(ref["eigval"])),
+            "angle to his eigenvectors (ascending eigval), degrees: "
+            + ", ".join(f"{a:.2f} (97.5% of resamples within {f:.2f})" for a, f in zip(angle, far))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.real_data",
                                      description=__doc__.split("\n\n")[0])
@@ -110,8 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ilsvrc-sample", help="class folders from <wnid>_<words>.JPEG files")
     p.add_argument("src", type=Path, help="folder of <wnid>_<words>.JPEG files")
     p.add_argument("out", type=Path, help="output folder (train/<wnid>/ links)")
+    p = sub.add_parser("sample-stats", help="bootstrap intervals of a small train split's stats")
+    p.add_argument("root", type=Path, help="prepared ROOT")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: "
+                   "%(default)s)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "sample-stats":
+            print("\n".join(sample_stats(args.root, args.resamples)))
+            return 0
         if args.command == "fashion-mnist-prefix":
             summary = fashion_mnist_prefix(args.src, args.out, args.count, args.test)
         else:

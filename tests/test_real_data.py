@@ -1,6 +1,7 @@
 """experiments/real_data.py: the real-data inputs of the example reports, rebuilt from public copies
 (here: files written in the same shape, a truncated gzip like the public Fashion-MNIST copy)."""
 import gzip
+import re
 import zlib
 
 import numpy as np
@@ -61,3 +62,19 @@ def test_ilsvrc_sample_becomes_class_folders(tmp_path):
     assert (tmp_path / "out" / "synset_words.txt").read_text() == \
         "n01440764 tench\nn01443537 goldfish\n"
     assert real_data.main(["ilsvrc-sample", str(tmp_path / "empty"), str(tmp_path / "o")]) == 1
+
+
+def test_sample_stats_bootstrap_brackets_the_split_and_compares_with_alex(tmp_path):
+    from conftest import make_prepared
+    from data_prep import stats
+    root = make_prepared(tmp_path / "root", classes=6, train_per_class=5, side=16)
+    lines = real_data.sample_stats(root, resamples=200)
+    assert lines[0].startswith("30 images, 200 bootstrap resamples")
+    ours = stats.load(root)
+    mean = re.findall(r"([\d.]+) \[ *([\d.]+), *([\d.]+)\]", lines[1])
+    for (m, lo, hi), exact in zip(mean, ours["mean"].mean(axis=(0, 1))):
+        assert float(lo) <= float(m) <= float(hi) and float(m) == pytest.approx(exact, abs=0.01)
+    assert lines[1].endswith("his:  127.30  119.72  104.91")     # Alex's channel means
+    scale = re.findall(r"([\d.]+) \[", lines[2])
+    assert [float(s) for s in scale] == pytest.approx(np.sqrt(ours["eigval"]), abs=0.01)
+    assert "97.5% of resamples within" in lines[3]
