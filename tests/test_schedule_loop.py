@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from paper_alexnet import checkpoint, config, data, evaluate, metrics, optim
+from paper_alexnet import train as train_module
 from paper_alexnet.train import train
 from faults import assert_same_run, same_weights
 from test_train import SMALL_NET
@@ -57,6 +58,7 @@ REAL_COUNT = evaluate.count_errors
 def run(cfg, root, run_dir, errors, after_step=None):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(evaluate, "count_errors", errors)
+        patch.setattr(train_module, "count_errors", errors)   # where the loop looks it up
         return train(cfg, root, run_dir, after_step=after_step, quiet=True)
 
 
