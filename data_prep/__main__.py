@@ -44,6 +44,16 @@ def summary(split: str, manifest: dict, path: str) -> str:
             + ("; mean image and RGB PCA in stats.npz" if manifest["prep"].get("stats") else ""))
 
 
+def chunk_size(text: str) -> int:
+    """--chunk-size: a chunk's per-pixel statistic sums are int32 (data_prep.stats)."""
+    from data_prep.stats import INT32_IMAGES
+
+    n = int(text)
+    if not 1 <= n <= INT32_IMAGES:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1 to {INT32_IMAGES:,} images")
+    return n
+
+
 def add_prep_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the verbs that run data_prep.pipeline (imagenet, images)."""
     from data_prep.anomalies import DEFAULT_MAX_PIXELS
@@ -53,8 +63,9 @@ def add_prep_options(p: argparse.ArgumentParser) -> None:
                    "output does not depend on it; default: %(default)s, the CPUs here)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored resized "
                    "images (docs/data.md: size vs PSNR; default: %(default)s)")
-    p.add_argument("--chunk-size", type=int, default=1024, help="images per resumable unit "
-                   "(the output does not depend on it; default: %(default)s)")
+    p.add_argument("--chunk-size", type=chunk_size, default=1024, help="images per resumable "
+                   "unit, 1 to 8,421,504 (the output does not depend on it; default: "
+                   "%(default)s)")
     p.add_argument("--shard-mb", type=int, default=1024, help="target shard size in MiB "
                    "(default: %(default)s)")
     p.add_argument("--max-failures", type=int, default=0, help="rejected, skipped or missing "

@@ -81,10 +81,16 @@ def prepare_image(data: bytes, name: str, params: dict) -> tuple[bytes, np.ndarr
     jpeg = encode_jpeg(image, params["quality"])
     if not params.get("stats", True):
         return jpeg, None, notes
-    with Image.open(io.BytesIO(jpeg)) as im:
-        # statistics of what the network will see (the JPEG decodes to the mode it was saved in)
-        pixels = np.asarray(im).reshape(shape)
-    return jpeg, pixels, notes
+    return jpeg, decode_stored(jpeg, image.mode, image.size).reshape(shape), notes
+
+
+def decode_stored(jpeg: bytes, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """The pixels training will decode from a JPEG we just encoded (statistics of what the
+    network sees): libjpeg straight away, as Image.open(...).load() would decode it, without
+    parsing the header in Python (we wrote it: its mode and size are known). The same pixels
+    (tests/test_prep_resize_stats.py); 0.62 instead of 0.93 ms per 256×256 image with the
+    conversion to numpy (docs/data.md)."""
+    return np.asarray(Image.frombytes(mode, size, jpeg, "jpeg", mode, ""))
 
 
 def chunk_path(parts: str, k: int, ext: str) -> str:
@@ -95,7 +101,7 @@ def process_chunk(job) -> int:
     """Worker: one chunk of (name, label, src) -> chunk-k.bin + chunk-k.npz. Returns #items."""
     parts, k, items, params = job
     blobs, lengths, labels, names, digests, anomalies, stamps = [], [], [], [], [], [], []
-    acc = stats.empty(image_shape(params))
+    acc = stats.empty(image_shape(params), np.int32)  # chunk_size <= stats.INT32_IMAGES
     with blas.one_thread():  # one process per core: BLAS threads would only spin
         for name, label, src in items:
             stamps.append(sources.stamp(src[0]))  # before reading: a later change is always seen
@@ -119,9 +125,8 @@ def process_chunk(job) -> int:
                      digest=np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 16),
                      stamp=np.asarray(stamps, np.int64).reshape(-1, 2),
                      anomalies=np.asarray(json.dumps(anomalies)),
-                     # int32 holds a chunk's per-pixel sums (255 · chunk_size): half the disk
-                     **{f"acc_{key}": v.astype(np.int32) if key == "pixel_sum" else v
-                        for key, v in acc.items()})
+                     # int32 per-pixel sums (255 · chunk_size): half the disk
+                     **{f"acc_{key}": v for key, v in acc.items()})
     write_atomic(chunk_path(parts, k, "bin"), b"".join(blobs))
     write_atomic(chunk_path(parts, k, "npz"), meta)  # last: marks the chunk done
     return len(items)

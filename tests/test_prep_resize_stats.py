@@ -1,5 +1,7 @@
 """§2 geometry (shorter side 256, central crop) and the training-set statistics (mean image,
 RGB covariance and its PCA), against numpy and the reference statistics."""
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -115,6 +117,54 @@ def test_stats_match_numpy_on_the_same_pixels():
     np.testing.assert_allclose(s["cov"], cov, rtol=1e-12)
     np.testing.assert_allclose(s["cov"] @ s["eigvec"], s["eigvec"] * s["eigval"], atol=1e-9)
     assert np.all(np.diff(s["eigval"]) >= 0)
+
+
+def test_channel_products_are_exact_integers_on_full_size_images():
+    """Sums of 65,536 products up to 255² reach 4.3e9: exact in float64, not in float32."""
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(3)]
+    images.append(np.full((256, 256, 3), 255, np.uint8))
+    acc = stats.empty()
+    for im in images:
+        stats.accumulate(acc, im)
+    x = np.stack(images).reshape(-1, 3).astype(np.int64)
+    np.testing.assert_array_equal(acc["rgb_outer"], x.T @ x)
+
+
+def test_int32_chunk_sums_equal_int64_and_refuse_to_overflow():
+    rng = np.random.default_rng(6)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    wide, chunk = stats.empty((16, 16, 3)), stats.empty((16, 16, 3), np.int32)
+    for im in images:
+        stats.accumulate(wide, im)
+        stats.accumulate(chunk, im)
+    assert chunk["pixel_sum"].dtype == np.int32
+    for key in wide:
+        np.testing.assert_array_equal(chunk[key], wide[key])
+    chunk["images"] = np.int64(stats.INT32_IMAGES)  # one more image could pass 2^31 - 1
+    with pytest.raises(ValueError, match="int32 per-pixel sums would overflow"):
+        stats.accumulate(chunk, images[0])
+    stats.accumulate(wide, images[0])  # int64: no such limit here
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_statistics_see_the_stored_jpeg_decoded_as_training_will(mode):
+    """prepare_image's pixels are the stored JPEG decoded (by the header-less fast path), equal to
+    what Image.open decodes, and not the pixels before the JPEG encoding."""
+    from data_prep.bench import natural_like
+    from data_prep.pipeline import prepare_image
+
+    source = Image.fromarray(natural_like(np.random.default_rng(7), 300, 200)).convert(mode)
+    buf = io.BytesIO()
+    source.save(buf, "JPEG", quality=95)
+    params = dict(size=256, quality=90, max_pixels=10**8, exif_transpose=False,
+                  channels=len(mode))
+    stored, pixels, _ = prepare_image(buf.getvalue(), "x.JPEG", params)
+    with Image.open(io.BytesIO(stored)) as im:
+        decoded = np.asarray(im)
+    np.testing.assert_array_equal(pixels, decoded.reshape(256, 256, len(mode)))
+    before = np.asarray(resize_center_crop(Image.open(io.BytesIO(buf.getvalue()))))
+    assert not np.array_equal(pixels.reshape(before.shape), before)  # q90 changed some pixels
 
 
 def test_reference_stats_load_and_compare_to_themselves():

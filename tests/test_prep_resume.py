@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from data_prep.__main__ import main
 from data_prep.verify import digest_tree
 from faults import REPO
@@ -76,3 +78,16 @@ def test_failure_during_the_merge_then_rerun_gives_identical_bytes(tmp_path, mon
     assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "x"]) == 0  # nothing to do
     assert "already complete" in capsys.readouterr().out
     assert digest_tree(tmp_path / "whole") == digest_tree(tmp_path / "x")
+
+
+@pytest.mark.parametrize("size", ["0", "8421505"])
+def test_a_chunk_size_the_int32_statistic_sums_cannot_hold_is_a_bad_command_line(
+        tmp_path, size, capsys):
+    """A chunk adds its per-pixel statistic sums in int32 (data_prep.stats): at most 8,421,504
+    images of 255 each; 0 would be no chunk at all. Exit 2, nothing written."""
+    with pytest.raises(SystemExit) as e:
+        main(["imagenet", "--input", str(tmp_path), "--out", str(tmp_path / "out"),
+              "--chunk-size", size])
+    assert e.value.code == 2
+    assert f"--chunk-size: {size}: must be 1 to 8,421,504 images" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
