@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from data_prep.shards import npz_bytes, write_atomic
+from data_prep.files import npz_bytes, write_atomic
 
 SOURCES = "sources.npz"
 

