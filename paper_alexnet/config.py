@@ -27,8 +27,10 @@ class ConfigError(ValueError):
         self.key = key
 
 
-def _choice(default, choices, ref):
-    return field(default=default, metadata={"choices": tuple(choices), "ref": ref})
+def _choice(default, choices, ref, renamed=None):
+    """`renamed`: {old name: new name} of choices that were renamed, so an old config says so."""
+    return field(default=default, metadata={"choices": tuple(choices), "ref": ref,
+                                            "renamed": renamed or {}})
 
 
 def _value(default, ref, minimum=None, maximum=None, above=None, below=None, words=()):
@@ -58,9 +60,11 @@ class ModelConfig:
     in_channels: int = _value(3, "§2: RGB input", 1)
     num_classes: int = _value(1000, "§2: ILSVRC has 1000 classes", 2)
     activation: str = _choice("relu", ("relu", "tanh"), "§3.1: ReLU; tanh for Figure 1")
-    lrn: str = _choice("paper", ("paper", "cuda-convnet", "caffe", "off"),
+    lrn: str = _choice("cuda-convnet", ("cuda-convnet", "as-printed", "caffe", "off"),
                        "§3.3: k=2, n=5, alpha=1e-4, beta=0.75 after conv1 and conv2; "
-                       "docs/paper.md §3 for the three conventions")
+                       "cuda-convnet = the author's code (alpha/n on the sum of squares), "
+                       "as-printed = alpha on the sum; docs/lrn.md",
+                       renamed={"paper": "as-printed"})
     lrn_impl: str = _choice("fast", ("fast", "reference"),
                             "fast = our exact kernel; reference = the composite formula")
     pooling: str = _choice("overlapping", ("overlapping", "non_overlapping"),
@@ -260,7 +264,9 @@ def _check(value, hint, f: dataclasses.Field, key: str):
     value = _coerce(value, hint, key)
     default = f"; the default is {f.default!r}" if f.default is not dataclasses.MISSING else ""
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+        new = meta["renamed"].get(value)
+        was = f" ({value!r} was renamed {new!r}: use {key}={new})" if new else ""
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}{was}")
     if meta.get("min") is not None and value < meta["min"]:
         raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}{default}")
     if meta.get("max") is not None and value > meta["max"]:

@@ -6,8 +6,8 @@ The sum runs over the channels that exist (the window is clipped at 0 and C−1,
 renormalised by the number of channels it covers). The three conventions (docs/paper.md §3,
 docs/lrn.md):
 
-    "paper"        coefficient α   on Σa², k=2   (as printed in §3.3; the default)
-    "cuda-convnet" coefficient α/n on Σa², k=2   (Alex's code)
+    "cuda-convnet" coefficient α/n on Σa², k=2   (the author's code; the default)
+    "as-printed"   coefficient α   on Σa², k=2   (the formula as printed in §3.3)
     "caffe"        coefficient α/n on Σa², k=1   (bvlc_alexnet)
 
 `lrn_reference` is `torch.nn.functional.local_response_norm` with docs/paper.md's parameters: a
@@ -45,11 +45,15 @@ class Convention:
 
 
 # docs/paper.md §3: n=5, α=1e-4, β=0.75; the table's "torch equivalent" column, verbatim.
+# The default is what the author's code computes from those printed constants: cuda-convnet and
+# cuda-convnet2 (layer.py, NormLayerParser) divide the configured scale by the window size, and
+# their ImageNet configs set scale=0.0001, size=5, pow=0.75, minDiv=2 (docs/lrn.md).
 CONVENTIONS = {
-    "paper": Convention("paper", size=5, alpha=5e-4, beta=0.75, k=2.0),
     "cuda-convnet": Convention("cuda-convnet", size=5, alpha=1e-4, beta=0.75, k=2.0),
+    "as-printed": Convention("as-printed", size=5, alpha=5e-4, beta=0.75, k=2.0),
     "caffe": Convention("caffe", size=5, alpha=1e-4, beta=0.75, k=1.0),
 }
+DEFAULT = "cuda-convnet"
 # "fast": the autograd.Function below, with the Triton kernels of lrn_triton.py on CUDA (torch ops on
 # CPU); "fast-ops": the same Function with torch ops everywhere (for comparisons); inside
 # torch.compile both are _lrn_traced's plain ops, which inductor fuses. "reference": torch's composite.
@@ -71,7 +75,7 @@ def _check_input(x: torch.Tensor) -> None:
         raise ValueError(f"paper_alexnet/lrn.py: LRN expects (N, C, H, W), got shape {tuple(x.shape)}")
 
 
-def lrn_reference(x: torch.Tensor, convention: str | Convention = "paper") -> torch.Tensor:
+def lrn_reference(x: torch.Tensor, convention: str | Convention = DEFAULT) -> torch.Tensor:
     """The slow composite: torch's own LRN with the parameters of docs/paper.md §3's table.
 
     torch has no CPU avg_pool3d for bfloat16/float16, so there (only) it runs in float32 and rounds
@@ -188,7 +192,7 @@ def _lrn_traced(x: torch.Tensor, cv: Convention) -> torch.Tensor:
     return (xf * (window * cv.coefficient + cv.k).pow(-cv.beta)).to(x.dtype)
 
 
-def local_response_norm(x: torch.Tensor, convention: str | Convention = "paper",
+def local_response_norm(x: torch.Tensor, convention: str | Convention = DEFAULT,
                         impl: str = "fast") -> torch.Tensor:
     """LRN over dim 1 of (N, C, H, W) with one of CONVENTIONS, by the fast or the reference path."""
     _check_input(x)
@@ -205,7 +209,7 @@ def local_response_norm(x: torch.Tensor, convention: str | Convention = "paper",
 class LocalResponseNorm(nn.Module):
     """§3.3 LRN as a layer (after the ReLU of conv1 and conv2, per tower)."""
 
-    def __init__(self, convention: str = "paper", impl: str = "fast"):
+    def __init__(self, convention: str = DEFAULT, impl: str = "fast"):
         super().__init__()
         if impl not in IMPLS:
             raise ValueError(f"paper_alexnet/lrn.py: unknown LRN impl {impl!r}; choose one of {IMPLS}")
@@ -237,7 +241,7 @@ def _time_fwd_bwd(fn, x: torch.Tensor, g: torch.Tensor, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def benchmark(shape=(32, 48, 55, 55), dtype=torch.float32, device="cpu", convention="paper",
+def benchmark(shape=(32, 48, 55, 55), dtype=torch.float32, device="cpu", convention=DEFAULT,
               iters: int = 20, warmup: int = 3, channels_last: bool = False,
               impls=("fast", "reference"), seed: int = 0) -> dict:
     """Forward+backward time of several LRN impls in the same run, on the same input.

@@ -96,7 +96,7 @@ def test_config_lists_every_key_with_its_default_choices_and_section(capsys):
     for key in keys:
         assert f"  {key} = " in out, key
     assert "  optim.lr = 0.01\n      a number > 0.0\n      §5: initial learning rate" in out
-    assert "  model.lrn = paper\n      one of: paper, cuda-convnet, caffe, off\n      §3.3" in out
+    assert "  model.lrn = cuda-convnet\n      one of: cuda-convnet, as-printed, caffe, off\n      §3.3" in out
     assert "  model.devices = [auto]\n" in out and "  data.flip = true\n" in out
     assert "\n*" not in out                             # nothing differs from the paper
 
@@ -107,7 +107,7 @@ def test_config_shows_a_recipe_and_overrides_and_marks_what_differs(capsys, tmp_
     monkeypatch.chdir(tmp_path)                        # the recipe is found from anywhere
     assert main(["--recipe", "no_lrn", "optim.lr=0.02", "model", "optim.lr"]) == 0
     out = capsys.readouterr().out
-    assert "* model.lrn = off   (paper: paper)" in out
+    assert "* model.lrn = off   (paper: cuda-convnet)" in out
     assert "* optim.lr = 0.02   (paper: 0.01)" in out
     assert "  model.arch = alexnet" in out
     assert "optim.momentum" not in out and "train.epochs" not in out     # only what was asked

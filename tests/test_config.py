@@ -16,7 +16,7 @@ def test_defaults_are_the_paper():
     m = cfg.model
     assert (m.arch, m.layout, m.input_size, m.conv1_padding, m.lrn, m.pooling, m.dropout,
             m.removed_layer, m.init, m.num_classes, m.devices) == \
-        ("alexnet", "two_towers", 224, "alex", "paper", "overlapping", 0.5, "none", "paper", 1000,
+        ("alexnet", "two_towers", 224, "alex", "cuda-convnet", "overlapping", 0.5, "none", "paper", 1000,
          ("auto",))
     o = cfg.optim
     assert (o.lr, o.momentum, o.weight_decay, o.batch_size) == (0.01, 0.9, 0.0005, 128)
@@ -46,9 +46,11 @@ def test_course_notes_preset():
     ("train.compile=1", "train.compile: expected true or false"),
     ("optim.lr=fast", "optim.lr: expected a number"),
     ("optim.lr=.inf", "optim.lr: expected a finite number"),
-    ("model.lrn=[paper]", "model.lrn: expected a string"),
+    ("model.lrn=[cuda-convnet]", "model.lrn: expected a string"),
     ("model.devices={a: 1}", "model.devices: expected a list"),
-    ("model.lrn=sometimes", "model.lrn: 'sometimes' is not one of paper, cuda-convnet, caffe, off"),
+    ("model.lrn=sometimes", "model.lrn: 'sometimes' is not one of cuda-convnet, as-printed, caffe, off"),
+    ("model.lrn=paper", "model.lrn: 'paper' is not one of cuda-convnet, as-printed, caffe, off "
+                        "('paper' was renamed 'as-printed': use model.lrn=as-printed)"),
     ("model.layout=three_towers", "model.layout: 'three_towers' is not one of"),
     ("model.num_classes=1", "model.num_classes: 1 is below the minimum 2"),
     ("model.dropout=1.5", "model.dropout: 1.5 must be below 1.0; the default is 0.5"),

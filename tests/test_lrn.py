@@ -11,11 +11,11 @@ from paper_alexnet.lrn import CONVENTIONS, LocalResponseNorm, local_response_nor
 IMPLS = ("fast", "fast-ops", "reference")
 
 # docs/paper.md §3: 96 channels, every activation = 10 → (interior channel, channel 0).
-CONSTANT_VECTORS = {"paper": (5.836932, 5.880009), "cuda-convnet": (5.923835, 5.932692),
+CONSTANT_VECTORS = {"as-printed": (5.836932, 5.880009), "cuda-convnet": (5.923835, 5.932692),
                     "caffe": (9.925650, 9.955235)}
 # docs/paper.md §3: ramp a_c = c, outputs at channels 0, 1, 47, 95.
 RAMP_CHANNELS = (0, 1, 47, 95)
-RAMP_VECTORS = {"paper": (0.0, 0.594292, 20.090891, 29.996035),
+RAMP_VECTORS = {"as-printed": (0.0, 0.594292, 20.090891, 29.996035),
                 "cuda-convnet": (0.0, 0.594541, 25.832817, 47.354087)}
 
 
@@ -31,15 +31,28 @@ def by_hand(a, coefficient, k, beta=0.75, n=5):
 
 def test_conventions_table():
     # docs/paper.md §3 table: coefficient on Σa² and k.
-    assert CONVENTIONS["paper"].coefficient == pytest.approx(1e-4, rel=1e-12)
-    assert CONVENTIONS["paper"].k == 2
+    assert CONVENTIONS["as-printed"].coefficient == pytest.approx(1e-4, rel=1e-12)
+    assert CONVENTIONS["as-printed"].k == 2
     assert CONVENTIONS["cuda-convnet"].coefficient == pytest.approx(1e-4 / 5, rel=1e-12)
     assert CONVENTIONS["cuda-convnet"].k == 2
     assert CONVENTIONS["caffe"].coefficient == pytest.approx(1e-4 / 5, rel=1e-12)
     assert CONVENTIONS["caffe"].k == 1
     for cv in CONVENTIONS.values():
         assert (cv.size, cv.beta) == (5, 0.75)
-    assert LocalResponseNorm().convention.name == "paper"
+    assert LocalResponseNorm().convention.name == "cuda-convnet"
+
+
+def test_default_is_the_authors_code():
+    # cuda-convnet(2) layer.py divides the configured scale (the paper's alpha = 1e-4) by the
+    # window size n = 5 before it multiplies the sum of squares; minDiv (k) = 2. The formula as
+    # printed (alpha on the sum) would give 1e-4 here.
+    from paper_alexnet.config import ModelConfig
+    from paper_alexnet.model import AlexNet
+    cv = CONVENTIONS[ModelConfig().lrn]
+    assert cv.coefficient == pytest.approx(2e-5, rel=1e-12) and cv.k == 2
+    norms = [m for m in AlexNet().modules() if isinstance(m, LocalResponseNorm)]
+    assert len(norms) == 4                       # conv1 and conv2, in each tower
+    assert all(m.convention.coefficient == pytest.approx(2e-5, rel=1e-12) for m in norms)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -135,11 +148,11 @@ def test_autocast_bf16_returns_input_dtype():
     gen = torch.Generator().manual_seed(4)
     x = (torch.randn(2, 8, 3, 3, generator=gen) * 30).relu().bfloat16().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = LocalResponseNorm("paper")(x)
+        y = LocalResponseNorm("cuda-convnet")(x)
     assert y.dtype == torch.bfloat16
     y.float().sum().backward()
     assert x.grad.dtype == torch.bfloat16
-    torch.testing.assert_close(y.double(), lrn_reference(x.detach().double()), rtol=2 ** -8, atol=1e-6)
+    torch.testing.assert_close(y.double(), lrn_reference(x.detach().double(), "cuda-convnet"), rtol=2 ** -8, atol=1e-6)
 
 
 def test_module_and_errors():
@@ -160,7 +173,7 @@ def test_deterministic():
     gen = torch.Generator().manual_seed(5)
     x = (torch.randn(2, 16, 7, 7, generator=gen) * 30).relu()
     g = torch.randn(2, 16, 7, 7, generator=gen)
-    a, b = _fwd_bwd(x, g, "paper", "fast"), _fwd_bwd(x, g, "paper", "fast")
+    a, b = _fwd_bwd(x, g, "cuda-convnet", "fast"), _fwd_bwd(x, g, "cuda-convnet", "fast")
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
@@ -194,7 +207,7 @@ def test_compiles_without_graph_break():
     # fullgraph=True raises on any graph break; aot_eager traces forward and backward through the
     # autograd.Function without needing a C++ compiler.
     torch._dynamo.reset()
-    f = torch.compile(lambda t: local_response_norm(t, "paper", "fast") * 2, backend="aot_eager",
+    f = torch.compile(lambda t: local_response_norm(t, "cuda-convnet", "fast") * 2, backend="aot_eager",
                       fullgraph=True)
     x = (torch.rand(2, 6, 4, 4) * 50).requires_grad_()
     y = f(x)
@@ -218,11 +231,11 @@ def test_every_triton_kernel_matches_reference_cuda(kernel, dtype):
         g = torch.randn(3, channels, 13, 11, generator=gen)
         xd = x.to("cuda", dtype).contiguous(memory_format=torch.channels_last)
         gd = g.to("cuda", dtype).contiguous(memory_format=torch.channels_last)
-        cv = CONVENTIONS["paper"]
+        cv = CONVENTIONS["cuda-convnet"]
         params = (cv.size, cv.coefficient, cv.beta, cv.k)
         y = lrn_triton.forward(xd, *params, kernel=kernel)
         gx = lrn_triton.backward(xd, gd, *params, kernel=kernel)
-        y64, gx64 = _fwd_bwd(xd.double().cpu(), gd.double().cpu(), "paper", "reference")
+        y64, gx64 = _fwd_bwd(xd.double().cpu(), gd.double().cpu(), "cuda-convnet", "reference")
         bf16 = dtype == torch.bfloat16
         torch.testing.assert_close(y.double().cpu(), y64, rtol=2 ** -8 if bf16 else 1e-5, atol=1e-5)
         torch.testing.assert_close(gx.double().cpu(), gx64, rtol=2 ** -7 if bf16 else 1e-4,

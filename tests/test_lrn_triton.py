@@ -48,7 +48,7 @@ def _inputs(shape, dtype, fmt, seed):
 def _cases():
     """name -> (convention, x, upstream gradient or None for .sum()'s, CHANNELS_LAST_KERNEL or None
     for the default); seeded, so the child process builds the same tensors."""
-    runs = [(cv, SHAPE) for cv in sorted(CONVENTIONS)] + [("paper", shape) for shape in EDGE_SHAPES]
+    runs = [(cv, SHAPE) for cv in sorted(CONVENTIONS)] + [("cuda-convnet", shape) for shape in EDGE_SHAPES]
     cases = {}
     for convention, shape in runs:
         for dname, dtype in DTYPES.items():
@@ -58,8 +58,8 @@ def _cases():
                 cases[name] = (convention, x, g, None)
     designs = ("rows-dot", "rows-gather")
     rows = [(kernel, cv, ROWS_SHAPES[0]) for kernel in designs for cv in sorted(CONVENTIONS)]
-    rows += [(kernel, "paper", shape) for kernel in designs for shape in ROWS_SHAPES[1:]]
-    for kernel, convention, shape in rows + [("rows-gather", "paper", ROWS_WIDE)]:
+    rows += [(kernel, "cuda-convnet", shape) for kernel in designs for shape in ROWS_SHAPES[1:]]
+    for kernel, convention, shape in rows + [("rows-gather", "cuda-convnet", ROWS_WIDE)]:
         for dname, dtype in DTYPES.items():
             x, g = _inputs(shape, dtype, torch.channels_last, seed=shape[1])
             cases[f"{kernel}-{convention}-{dname}-channels_last-{'x'.join(map(str, shape))}"] = (
@@ -67,11 +67,11 @@ def _cases():
     for fname, fmt in FORMATS.items():
         x, g = _inputs(SHAPE, torch.float32, fmt, seed=8)
         other = torch.channels_last if fmt == torch.contiguous_format else torch.contiguous_format
-        cases[f"grad-other-layout-{fname}"] = ("paper", x, g.contiguous(memory_format=other), None)
-    cases["grad-of-sum-channels_last"] = ("paper", x, None, None)    # a stride-0 upstream gradient
+        cases[f"grad-other-layout-{fname}"] = ("cuda-convnet", x, g.contiguous(memory_format=other), None)
+    cases["grad-of-sum-channels_last"] = ("cuda-convnet", x, None, None)    # a stride-0 upstream gradient
     for kernel in ("rows-dot", "rows-gather"):
-        cases[f"grad-other-layout-{kernel}"] = ("paper", x, g.contiguous(), kernel)   # g NCHW
-        cases[f"grad-of-sum-{kernel}"] = ("paper", x, None, kernel)
+        cases[f"grad-other-layout-{kernel}"] = ("cuda-convnet", x, g.contiguous(), kernel)   # g NCHW
+        cases[f"grad-of-sum-{kernel}"] = ("cuda-convnet", x, None, kernel)
     return cases
 
 

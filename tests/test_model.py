@@ -116,8 +116,8 @@ class GroupedAlexNet(nn.Module):
         self.fc8 = nn.Linear(4096, 1000)
 
     @staticmethod
-    def lrn(x):   # §3.3 as printed, within each half of the channels: torch's own composite
-        return torch.cat([F.local_response_norm(h, 5, alpha=5e-4, beta=0.75, k=2.0)
+    def lrn(x):   # §3.3 as the author's code reads it (alpha/n on the sum), within each half
+        return torch.cat([F.local_response_norm(h, 5, alpha=1e-4, beta=0.75, k=2.0)
                           for h in x.chunk(2, dim=1)], dim=1)
 
     def forward(self, x):
