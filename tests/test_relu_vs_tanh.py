@@ -197,3 +197,52 @@ def test_relu_vs_tanh_bad_options_exit_2_before_anything(tmp_path, capsys, argv,
                      str(tmp_path / "runs"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_make_examples_relu_factors_end_to_end_and_resumable(tmp_path):
+    """The script target of the seeded and factor runs, on 100 generated JPEGs in class folders
+    (CIFAR-10's layout), runs capped at 2 epochs of 2 steps; run twice: the second run trains
+    nothing (every run is finished or at its target) and writes the same tables."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, per in (("train", 8), ("test", 2)):
+        for c in range(10):
+            folder = tmp_path / "jpeg" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for k in range(per):
+                img = np.clip(rng.normal(25 * c, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{k}.jpg", quality=90)
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHON=sys.executable, REPORTS=str(tmp_path / "reports"),
+               RELU_CAP="2", RELU_EXTRA="train.steps_per_epoch=2 optim.batch_size=8 "
+               "eval.batch_size=10 train.log_every=1")
+    command = ["sh", str(root / "experiments/reports/make_examples.sh"), "relu-factors",
+               str(tmp_path / "work"), str(tmp_path / "jpeg")]
+
+    def checkpoints():
+        return sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "work").rglob("ckpt-*.pt"))
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = checkpoints()
+    table = (tmp_path / "reports" / "relu_factors_cifar10_cpu" / "report.md").read_text()
+    seeds = (tmp_path / "reports" / "relu_vs_tanh_seeds_cifar10_cpu" / "report.md").read_text()
+    for label in ("layers-80sec", "ReLU initial bias 0.1", "ReLU initial bias 1",
+                  "ReLU rate ÷10", "ReLU rate raced", "tanh as 1.7159"):
+        assert f"| {label}" in table
+    assert "| tanh | 0.01 | 2 | 2 |" in seeds                    # seed 2 of tanh ran 2 epochs
+    runs = tmp_path / "work" / "relu_runs"
+    cfg = recipes.load_recipe(runs / "drop8/relu_vs_tanh/full/relu/lr0.0017_seed1/config.yaml")
+    assert (cfg.schedule.kind, cfg.schedule.milestones) == ("milestones", (8,))
+    cfg = recipes.load_recipe(runs / "lecun_tanh/relu_vs_tanh/full/tanh/lr0.01/config.yaml")
+    assert cfg.model.tanh_scale == (1.7159, 0.6667)
+    again = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert checkpoints() == first
+    assert (tmp_path / "reports" / "relu_factors_cifar10_cpu" / "report.md").read_text() == table
