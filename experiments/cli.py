@@ -27,9 +27,14 @@ COMMANDS = {
                "recipe for each seed under RUNS/ablate/, then tabulate each variant's "
                "difference from the baseline beside the paper's claim."),
     "relu-vs-tanh": ("§3.1 Figure 1",
-                     "§3.1, Figure 1: a learning-rate search for each activation (ReLU, tanh) on "
-                     "the four-layer CIFAR-10 net, then the epochs each needs to reach 25%% "
-                     "training error."),
+                     "§3.1, Figure 1: a learning-rate choice for each activation (ReLU, tanh) on "
+                     "the four-layer CIFAR-10 net (a grid search, a race to 25%%, or given "
+                     "rates), then runs for each seed that stop at 25%% training error, and the "
+                     "epochs each needed (first epoch at or below 25%% and interpolated)."),
+    "relu-factors": ("Figure 1: one table of factors from relu-vs-tanh experiments",
+                     "Figure 1's factors: read relu-vs-tanh experiment folders (the first is the "
+                     "baseline) and write one table: factor -> epochs to 25%% for ReLU and tanh "
+                     "-> speed-up. Trains nothing."),
     "course-notes": ("docs/paper.md §10: Fashion-MNIST at 224, one tower",
                      "docs/paper.md §10: the single-tower, full-width variant of the course notes, "
                      "trained and evaluated on Fashion-MNIST resized to 224."),
@@ -45,6 +50,28 @@ COMMANDS = {
 
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _rates(text: str) -> dict[str, float]:
+    """--lr relu=0.0017,tanh=0.01 -> {"relu": 0.0017, "tanh": 0.01} (ValueError if malformed)."""
+    rates = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        act, _, value = item.partition("=")
+        if act.strip() not in ("relu", "tanh") or float(value) <= 0:
+            raise ValueError(item)
+        rates[act.strip()] = float(value)
+    return rates
+
+
+def _labelled(items: list[str]) -> list[tuple[str, Path]]:
+    """LABEL=EXP_DIR items of relu-factors (ValueError if one has no '=')."""
+    out = []
+    for item in items:
+        label, sep, folder = item.rpartition("=")
+        if not sep or not label.strip() or not folder:
+            raise ValueError(item)
+        out.append((label.strip(), Path(folder)))
+    return out
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -95,9 +122,25 @@ def parser() -> argparse.ArgumentParser:
                         "past an edge that wins and refined around the winner "
                         "(default: %(default)s)")
     p.add_argument("--search-epochs", type=int, default=3, help="epochs of each search run "
-                   "(default: %(default)s)")
+                   "(race: of its first round) (default: %(default)s)")
     p.add_argument("--epochs", type=int, help="most epochs of the full runs, which stop at 25%% "
                    "training error (default: the recipe's train.epochs)")
+    p.add_argument("--search", default="grid", choices=("grid", "race"),
+                   help="grid: short runs of --search-epochs over --lrs, extended and refined; "
+                   "race: every rate of --lrs races to 25%% by successive halving (default: "
+                   "%(default)s)")
+    p.add_argument("--lr", default="", metavar="ACT=RATE,…",
+                   help="rates given, not searched, e.g. relu=0.0017,tanh=0.01 (an activation not "
+                   "named is searched; default: search both)")
+    p.add_argument("--seeds", default="0", help="comma-separated train.seed values: one full run "
+                   "per seed and activation (default: %(default)s)")
+    p.add_argument("--activations", default="relu,tanh", help="the activations to run, e.g. relu "
+                   "for a ReLU-side factor (default: %(default)s)")
+    p = _add(sub, "relu-factors")
+    p.add_argument("--out", required=True, type=Path, help="folder for report.md")
+    p.add_argument("experiments", nargs="+", metavar="LABEL=EXP_DIR",
+                   help="a row label and a relu-vs-tanh experiment folder (RUNS/relu_vs_tanh); "
+                   "the first is the baseline")
     p = _add(sub, "course-notes")
     _common(p)
     p.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
@@ -139,7 +182,12 @@ def run(args) -> Path:
     if args.command == "relu-vs-tanh":
         return relu_vs_tanh.run(args.data, args.runs, args.arch, _floats(args.lrs),
                                 args.search_epochs, args.epochs, args.overrides, note=args.note,
-                                quiet=args.quiet)
+                                quiet=args.quiet, seeds=[int(s) for s in args.seeds.split(",")],
+                                fixed_lrs=_rates(args.lr), search=args.search,
+                                activations=[a.strip() for a in args.activations.split(",")])
+    if args.command == "relu-factors":
+        from experiments import relu_factors
+        return relu_factors.write_report(_labelled(args.experiments), args.out)
     if args.command == "course-notes":
         return course_notes.run(args.data, args.runs, args.overrides, args.split, note=args.note,
                                 quiet=args.quiet)
@@ -166,21 +214,51 @@ def check(args) -> str | None:
         if name.strip() and not (config.RECIPE_DIR / f"{name.strip()}.yaml").is_file():
             return (f"--variants: no recipe {name.strip()!r}; recipes: "
                     f"{', '.join(config.recipe_names())}")
-    if args.command == "ablate" and not all(s.strip().isdigit() for s in args.seeds.split(",")):
+    if args.command in ("ablate", "relu-vs-tanh") and not all(
+            s.strip().isdigit() for s in args.seeds.split(",")):
         return f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2"
     if args.command == "relu-vs-tanh":
+        problem = _relu_vs_tanh_problem(args)
+        if problem:
+            return problem
+    if args.command == "relu-factors":
         try:
-            if not _floats(args.lrs) or min(_floats(args.lrs)) <= 0:
-                raise ValueError
-        except ValueError:
-            return f"--lrs {args.lrs!r}: expected comma-separated positive numbers, e.g. 0.01,0.03"
+            labelled = _labelled(args.experiments)
+        except ValueError as err:
+            return f"{err}: expected LABEL=EXP_DIR, e.g. 'init bias 0.1=WORK/bias0.1/relu_vs_tanh'"
+        for _, folder in labelled:
+            if not (folder / "experiment.json").is_file():
+                return (f"{folder} holds no experiment.json: pass folders that `alexnet "
+                        "experiment relu-vs-tanh` wrote (RUNS/relu_vs_tanh)")
     if args.command == "generate" and min(args.train, args.test) < 1:
         return f"--train {args.train} --test {args.test}: each must be at least 1"
-    attr, flag = {"generate": ("out", "OUT"), "figures": ("out", "--out")}.get(
+    attr, flag = {"generate": ("out", "OUT"), "figures": ("out", "--out"),
+                  "relu-factors": ("out", "--out")}.get(
         args.command, ("runs", "--runs"))
     problem = getattr(args, attr) is not None and output_problem(getattr(args, attr))
     if problem:
         return f"{flag} {getattr(args, attr)}: {problem}: choose another folder"
+    return None
+
+
+def _relu_vs_tanh_problem(args) -> str | None:
+    """relu-vs-tanh's own options, before anything runs."""
+    try:
+        if not _floats(args.lrs) or min(_floats(args.lrs)) <= 0:
+            raise ValueError
+    except ValueError:
+        return f"--lrs {args.lrs!r}: expected comma-separated positive numbers, e.g. 0.01,0.03"
+    try:
+        _rates(args.lr)
+    except ValueError:
+        return (f"--lr {args.lr!r}: expected ACTIVATION=RATE pairs with positive rates, e.g. "
+                "relu=0.0017,tanh=0.01")
+    activations = [a.strip() for a in args.activations.split(",")]
+    if not activations or not set(activations) <= {"relu", "tanh"} or \
+            len(set(activations)) != len(activations):
+        return f"--activations {args.activations!r}: expected relu, tanh or relu,tanh"
+    if any(o.split("=", 1)[0].strip() == "train.seed" for o in args.overrides):
+        return "train.seed=… and --seeds both set the seed: give the seeds with --seeds only"
     return None
 
 

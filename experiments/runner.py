@@ -64,8 +64,10 @@ def between_runs():
         stop.restore()
 
 
-def train_run(cfg: config.RunConfig, data_root, run_dir, quiet: bool = False) -> bool:
-    """Train (or resume, or skip if finished) one run; False if it diverged (NaN loss)."""
+def train_run(cfg: config.RunConfig, data_root, run_dir, quiet: bool = False,
+              callbacks=()) -> bool:
+    """Train (or resume, or skip if finished) one run; False if it diverged (NaN loss).
+    `callbacks`: the training loop's (paper_alexnet/callbacks.py), e.g. a stop at a target."""
     from paper_alexnet import train
     for stop in _between_runs:
         if stop.requested:
@@ -74,7 +76,7 @@ def train_run(cfg: config.RunConfig, data_root, run_dir, quiet: bool = False) ->
     if (run_dir / DIVERGED).is_file():
         return False
     try:
-        train.train(cfg, data_root, run_dir, quiet=quiet)
+        train.train(cfg, data_root, run_dir, quiet=quiet, callbacks=callbacks)
     except train.NonFiniteLoss as err:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / DIVERGED).write_text(f"{err}\n")

@@ -13,6 +13,12 @@ and fc64 is ReLU or tanh (`cfg.activation`), nothing else differs. Pooling uses 
 ceil arithmetic (32 -> 16 -> 8 -> 4), as the author's code does. Initialisation is the paper's
 style (§5): zero-mean Gaussians with fixed standard deviations and constant biases; the stds are
 those of layers-80sec (conv1 1e-4, conv2/conv3 0.01, fc64/fc10 0.1), biases 0.
+
+Two factors of Figure 1 the paper leaves open are config keys (defaults: layers-80sec as above):
+`model.init_bias` sets the hidden layers' initial bias (§5 gives ImageNet ReLUs positive biases
+because that "accelerates the early stages of learning"; fc10's stays 0), and `model.tanh_scale`
+= [a, b] makes the tanh unit a*tanh(b*x), as cuda-convnet's tanh neuron does (LeCun's scaled tanh:
+[1.7159, 0.6667]).
 """
 from __future__ import annotations
 
@@ -21,10 +27,11 @@ import math
 import torch
 from torch import nn
 
-from paper_alexnet.config import ModelConfig
+from paper_alexnet.config import ConfigError, ModelConfig
 
 # layers-80sec.cfg initW per layer (the author's code draws N(0, initW)); initB defaults to 0.
 INIT_STD = {"conv1": 1e-4, "conv2": 0.01, "conv3": 0.01, "fc64": 0.1, "fc10": 0.1}
+HIDDEN = ("conv1", "conv2", "conv3", "fc64")      # the layers model.init_bias applies to
 
 
 def _pooled(size: int) -> int:
@@ -39,7 +46,16 @@ class Figure1Net(nn.Module):
         super().__init__()
         if cfg.activation not in ("relu", "tanh"):
             raise ValueError(f"model.activation={cfg.activation!r}: Figure1Net knows relu and tanh")
+        if len(cfg.tanh_scale) != 2 or 0.0 in cfg.tanh_scale:
+            raise ConfigError(f"model.tanh_scale={list(cfg.tanh_scale)}: expected two non-zero "
+                              "numbers [a, b] of a*tanh(b*x), e.g. [1.7159, 0.6667]",
+                              "model.tanh_scale")
+        if cfg.activation != "tanh" and tuple(cfg.tanh_scale) != (1.0, 1.0):
+            raise ConfigError("model.tanh_scale applies to tanh units: set model.activation=tanh "
+                              "or leave it at [1, 1]", "model.tanh_scale")
         self.activation = cfg.activation
+        self.init_bias = cfg.init_bias
+        self.tanh_a, self.tanh_b = (float(v) for v in cfg.tanh_scale)
         self.input_size = cfg.input_size
         self.conv1 = nn.Conv2d(cfg.in_channels, 32, 5, padding=2)
         self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
@@ -56,11 +72,12 @@ class Figure1Net(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """§5 style: N(0, std) weights with the layers-80sec stds, zero biases."""
+        """§5 style: N(0, std) weights with the layers-80sec stds; biases model.init_bias in the
+        hidden layers (default 0, as layers-80sec), 0 in fc10."""
         for name, std in INIT_STD.items():
             layer = getattr(self, name)
             nn.init.normal_(layer.weight, 0.0, std)
-            nn.init.zeros_(layer.bias)
+            nn.init.constant_(layer.bias, self.init_bias if name in HIDDEN else 0.0)
 
     @property
     def input_device(self) -> torch.device:
@@ -72,7 +89,11 @@ class Figure1Net(nn.Module):
         return self.fc10.weight.device
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x) if self.activation == "relu" else torch.tanh(x)
+        if self.activation == "relu":
+            return torch.relu(x)
+        if (self.tanh_a, self.tanh_b) == (1.0, 1.0):
+            return torch.tanh(x)                       # §3.1's plain tanh, bit for bit
+        return self.tanh_a * torch.tanh(self.tanh_b * x)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last hidden layer (fc64), the analogue of AlexNet's fc7 (Figure 4)."""

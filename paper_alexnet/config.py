@@ -76,6 +76,12 @@ class ModelConfig:
     init: str = _choice("paper", ("paper", "caffe"),
                         "§5: N(0, 0.01), bias 1 in conv2, conv4, conv5, fc6, fc7; caffe = "
                         "bvlc_alexnet's std 0.005 in fc6/fc7 and bias 0.1")
+    init_bias: float = _value(0.0, "Figure 1 net only: the initial bias of its hidden layers "
+                              "(conv1-conv3, fc64); 0 = layers-80sec; §5 gives ImageNet ReLUs "
+                              "bias 1 to speed up early learning")
+    tanh_scale: tuple[float, ...] = _value((1.0, 1.0), "Figure 1 net only: [a, b] of the tanh "
+                                           "unit a*tanh(b*x); [1, 1] = plain tanh (§3.1); "
+                                           "[1.7159, 0.6667] = LeCun's scaled tanh")
     devices: tuple[str, ...] = _value(("auto",), "§3.2: towers on cuda:0 and cuda:1; 'auto' "
                                       "falls back to one GPU, then the CPU")
 

@@ -191,6 +191,10 @@ class AlexNet(nn.Module):
                               f"paper_alexnet.model.build(config)")
         if config.activation not in ("relu", "tanh"):
             raise ConfigError(f"model.activation: {config.activation!r} is not relu or tanh")
+        if config.init_bias != 0.0 or tuple(config.tanh_scale) != (1.0, 1.0):
+            raise ConfigError("model.init_bias and model.tanh_scale belong to the Figure 1 net "
+                              "(model.arch=cifar10_4layer); AlexNet's biases are set by "
+                              "model.init and its tanh is plain")
         self.config = config
         self.layers = {layer.name: layer for layer in architecture(config)}
         tower_layers = [layer for layer in self.layers.values() if layer.name != "fc8"]

