@@ -44,6 +44,21 @@ def test_ablation_recipes_change_exactly_one_thing():
     assert set(paper_numbers.DEFAULT_ABLATIONS) <= set(config.recipe_names())
 
 
+def test_imagewoof_recipe_changes_only_the_keys_its_header_explains():
+    """Every key the recipe changes from the paper is explained in its header, and every key the
+    header explains is one the recipe sets (model.init: written out, still the paper's)."""
+    cfg = recipes.load_recipe("imagewoof")
+    explained = set(re.findall(r"^([a-z_]+\.[a-z_]+) ", recipes.header("imagewoof"), re.M))
+    explained |= {"train.milestone_every"}           # explained on train.keep_last's line
+    assert recipes.config_diff(cfg) == {
+        "model.num_classes": 10, "schedule.signal_split": "train_holdout", "data.holdout": 500,
+        "data.workers": 0, "train.epochs": 25, "train.keep_last": 1,
+        "train.milestone_every": 1000, "eval.batch_size": 50}
+    assert explained == set(recipes.config_diff(cfg)) | {"model.init"}
+    assert cfg.model.init == "paper" and cfg.data.holdout < 9025
+    assert recipes.match_recipe(recipes.load_recipe("imagewoof", TINY)) == "imagewoof"
+
+
 def test_figure1_and_course_notes_recipes_have_no_regularisation():
     c = recipes.load_recipe("relu_vs_tanh")
     assert (c.model.arch, c.model.input_size, c.model.dropout) == ("cifar10_4layer", 32, 0.0)
