@@ -122,8 +122,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--neighbours", type=int, default=6, help="nearest training images shown per "
                    "query (default: %(default)s)")
     p.add_argument("--max-train", type=int, default=2000,
-                   help="training images searched for neighbours, 0 = all (default: "
-                   "%(default)s)")
+                   help="training images searched for neighbours, spread evenly over the split, "
+                   "0 = all (default: %(default)s)")
+    p.add_argument("--note", default="", help="a sentence for the report, e.g. what the data is "
+                   "(default: none)")
     p = _add(sub, "generate")
     p.add_argument("dataset", choices=("cifar10", "fashion-mnist"), help="which stand-in")
     p.add_argument("out", type=Path, help="folder to write the files into (then: alexnet prep "
@@ -157,7 +159,7 @@ def run(args) -> Path:
                                 quiet=args.quiet)
     if args.command == "figures":
         return figures.write_report(args.run_dir, args.data, args.out, args.queries,
-                                    args.neighbours, args.max_train or None)
+                                    args.neighbours, args.max_train or None, note=args.note)
     if args.command == "generate":
         if args.dataset == "cifar10":
             return generated.write_cifar10(args.out, args.train, args.test, args.noise, args.seed)
