@@ -45,8 +45,8 @@ import numpy as np
 from experiments.generated import _idx
 
 SIDE = 28
-# Imagewoof2 (320 px): wnid -> (ILSVRC-2012 class name, train images, val images), counted in
-# q878787/imagewoof2-320, whose file list is fast.ai's noisy_imagewoof.csv.
+# Imagewoof2 (320 px): wnid -> (ILSVRC-2012 class name, its first synonym; train images; val
+# images), counted in q878787/imagewoof2-320, whose file list is fast.ai's noisy_imagewoof.csv.
 IMAGEWOOF = {
     "n02086240": ("Shih-Tzu", 941, 409),
     "n02087394": ("Rhodesian ridgeback", 942, 408),
@@ -55,9 +55,9 @@ IMAGEWOOF = {
     "n02093754": ("Border terrier", 949, 401),
     "n02096294": ("Australian terrier", 943, 407),
     "n02099601": ("golden retriever", 949, 401),
-    "n02105641": ("Old English sheepdog, bobtail", 928, 422),
-    "n02111889": ("Samoyed, Samoyede", 921, 429),
-    "n02115641": ("dingo, warrigal, warragal, Canis dingo", 940, 410),
+    "n02105641": ("Old English sheepdog", 928, 422),
+    "n02111889": ("Samoyed", 921, 429),
+    "n02115641": ("dingo", 940, 410),
 }
 _WNID_FILE = re.compile(r"^(n\d{8})_(.+)\.JPEG$")
 

@@ -223,6 +223,8 @@ def test_ablate_on_imagewoof_recipe_with_a_second_baseline_seed(tiny_root, tmp_p
     text = (exp / "report" / "report.md").read_text()
     assert _row(text, "imagewoof")[1] == "2" and _row(text, "remove_conv4")[1] == "1"
     assert note in text and "Seed to seed:" in text
+    # the per-epoch curve is the holdout the schedule watched, and says so
+    assert "| epoch | train top-1 % (running) | train_holdout top-1 % (centre) |" in text
     before = text                     # `alexnet report` regenerates it from experiment.json
     (exp / "report" / "report.md").unlink()
     from experiments import report_cli
