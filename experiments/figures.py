@@ -46,7 +46,7 @@ CHROMA = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, -2.0]]).T / np.array([math.sqrt(
 
 def noise_anisotropy(pixels: int) -> float:
     """κ_P: the mean of r (the module docstring) over i.i.d. Gaussian kernels of `pixels` pixels.
-    M is then a 2x2 Wishart matrix with P degrees of freedom, for which r² ~ Beta(1, (P − 1)/2)."""
+    M is then a 2x2 Wishart matrix with P degrees of freedom: r² ~ Beta(1, (P − 1)/2)."""
     m = (pixels - 1) / 2
     return math.exp(math.log(m) + math.lgamma(1.5) + math.lgamma(m) - math.lgamma(m + 1.5))
 
@@ -201,7 +201,8 @@ def figure3_text(f3: dict) -> list[str]:
              report.num(d["median"], 3), report.num(d["q3"], 3)]
             for n, t in f3["towers"].items() for when, d in (("initial", t["initial"]),
                                                               ("trained", t["trained"]))]
-    lines.append(report.table(["tower", "weights", "kernels", "mean", "25%", "median", "75%"], rows))
+    lines.append(report.table(["tower", "weights", "kernels", "mean", "25%", "median", "75%"],
+                              rows))
     if "strip_png" in f3:
         lines += ["", f"![colour specificity per kernel]({f3['strip_png']})", "",
                   "One dot per kernel; the red bar is the median."]

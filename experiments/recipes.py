@@ -4,9 +4,9 @@
 
 `load_recipe(name, overrides)` is `config.load(name, overrides)` (config.find_config finds a recipe
 by name, config.recipe_names lists them); `load_variant(base, variant, overrides)` puts an
-ablation's one change on another recipe (the ablations on Imagewoof); `config_diff(cfg)` names what a run's config changes
-from the paper, which is how reports recognise a run's variant without trusting its directory
-name.
+ablation's one change on another recipe (the ablations on Imagewoof); `config_diff(cfg)` names
+what a run's config changes from the paper, which is how reports recognise a run's variant
+without trusting its directory name.
 """
 from __future__ import annotations
 

@@ -101,7 +101,8 @@ def test_imagewoof_prepares_the_release_layout_with_class_names(tmp_path, capsys
     from data_prep.shards import PreparedSplit
     src = _woof(tmp_path / "src")
     assert real_data.imagewoof(src, tmp_path / "root", workers=1, expected=SMALL_WOOF) == 0
-    train, val = PreparedSplit(tmp_path / "root" / "train"), PreparedSplit(tmp_path / "root" / "val")
+    train = PreparedSplit(tmp_path / "root" / "train")
+    val = PreparedSplit(tmp_path / "root" / "val")
     assert (len(train), len(val)) == (20, 10)
     assert [w for w, _ in train.classes] == sorted(real_data.IMAGEWOOF)
     assert dict(train.classes)["n02093754"] == "Border terrier"
