@@ -1,11 +1,14 @@
 """§3.2-§3.4, §4.1, §4.2, §6, §7: the ablations the paper claims (docs/paper.md §8), measured.
 
-`alexnet experiment ablate --data ROOT --runs DIR [--variants remove_conv3,…] [--seeds 0,1]`
-trains the baseline (recipe paper.yaml) and each variant (one recipe per ablation under
-experiments/configs/), one run per seed, in RUNS/ablate/<variant>/seed<k>/, resuming what exists;
-evaluates each; writes RUNS/ablate/report/report.md: each variant's error, its difference from the
-baseline, the paper's claimed difference beside it. "1 crop instead of 10" (§6) needs no training:
-it is the baseline's centre-crop error minus its ten-crop error.
+`alexnet experiment ablate --data ROOT --runs DIR [--variants remove_conv3,…] [--seeds 0,1]
+[--config BASE] [--baseline-seeds 1]` trains the baseline (recipe paper.yaml, or BASE) and each
+variant (one recipe per ablation under experiments/configs/, its one change put on BASE:
+recipes.load_variant), one run per seed, in RUNS/ablate/<variant>/seed<k>/ (RUNS/ablate_<BASE>/
+for another base, whose baseline folder is <BASE>), resuming what exists; evaluates each; writes
+report/report.md there: each variant's error, its difference from the baseline, the paper's
+claimed difference beside it. "1 crop instead of 10" (§6) needs no training: it is the
+baseline's centre-crop error minus its ten-crop error. --baseline-seeds trains the baseline alone
+at more seeds, so that the report can say how far two seeds of the same recipe lie apart.
 
 Differences are PAIRED by seed: for every seed that both the variant and the baseline have,
 d = variant error − baseline error; the table shows the mean of d and, with two or more seeds, its
@@ -73,18 +76,34 @@ def _claim(variant: str) -> str:
     return f"{claim.text} ({claim.ref})" if claim else "—"
 
 
-def run_dir_of(runs: Path, variant: str, seed: int) -> Path:
-    return Path(runs) / "ablate" / variant / f"seed{seed}"
+def base_name(base: str) -> str:
+    """The baseline's folder and row name: the recipe's name (a YAML path: its file stem)."""
+    return Path(base).name.removesuffix(".yaml")
+
+
+def exp_dir_of(runs: Path, base: str = BASELINE) -> Path:
+    """RUNS/ablate for the paper's recipe, RUNS/ablate_<base> for another base recipe."""
+    name = base_name(base)
+    return Path(runs) / ("ablate" if name == BASELINE else f"ablate_{name}")
+
+
+def _layout(manifest: dict) -> tuple[str, list[int], list[int]]:
+    """(baseline name, variant seeds, baseline seeds) of an experiment.json."""
+    seeds = [int(s) for s in manifest["seeds"]]
+    return (base_name(manifest.get("base", BASELINE)), seeds,
+            sorted(set(seeds) | set(manifest.get("baseline_seeds", []))))
 
 
 def collect(exp_dir: Path, variants: list[str], seeds: list[int], view: str,
-            split: str | None = None) -> dict:
+            split: str | None = None, baseline: str = BASELINE,
+            baseline_seeds: list[int] | None = None) -> dict:
     """errors[variant][seed] = {"top1", "top5"} of one view, from each run's result.json (of
-    `split` when given); every variant asked for is a key, {} when none of its runs has numbers."""
+    `split` when given); every variant asked for is a key, {} when none of its runs has numbers.
+    The baseline's runs are those of `baseline_seeds` (default: `seeds`)."""
     errors = {}
-    for variant in [BASELINE, *variants]:
+    for variant in [baseline, *variants]:
         errors.setdefault(variant, {})
-        for seed in seeds:
+        for seed in (baseline_seeds or seeds) if variant == baseline else seeds:
             result = rundir.read_result(exp_dir / variant / f"seed{seed}")
             if split is not None and result and result.get("split") != split:
                 continue
@@ -92,6 +111,15 @@ def collect(exp_dir: Path, variants: list[str], seeds: list[int], view: str,
             if top1 is not None:
                 errors[variant][seed] = {"top1": top1, "top5": top5}
     return errors
+
+
+def seed_spread(runs: dict[int, dict[str, float]]) -> dict | None:
+    """Pure function: {"top1", "top5"}: largest − smallest error over the seeds of one recipe,
+    or None with fewer than two seeds."""
+    if len(runs) < 2:
+        return None
+    return {m: max(r[m] for r in runs.values()) - min(r[m] for r in runs.values())
+            for m in ("top1", "top5")}
 
 
 def status_text(exp_dir: Path, variant: str, seeds: list[int], split: str) -> str:
@@ -106,34 +134,40 @@ def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> 
     """RUNS/ablate/report/report.md from the runs' result.json and metrics.jsonl."""
     out_dir = Path(out_dir or exp_dir / "report")
     out_dir.mkdir(parents=True, exist_ok=True)
-    variants, seeds, split = manifest["variants"], manifest["seeds"], manifest["split"]
+    variants, split = manifest["variants"], manifest["split"]
+    base, seeds, base_seeds = _layout(manifest)
     view = "ten_crop" if manifest.get("ten_crop", True) else "center"
-    errors = collect(exp_dir, variants, seeds, view, split)
+    errors = collect(exp_dir, variants, seeds, view, split, base, base_seeds)
+    extra = [s for s in base_seeds if s not in seeds]
     lines = ["# Ablations (docs/paper.md §8)", "",
              "Generated by `alexnet experiment ablate` (regenerate: `alexnet report "
              f"RUNS/{exp_dir.name}`); not edited by hand. Data: "
-             f"`{report.shown_path(manifest['data'])}`. Seeds: "
-             f"{', '.join(map(str, seeds))}. Overrides: "
-             f"{', '.join(manifest['overrides']) or 'none'}. Errors in percent, on the "
-             f"{split} split, {'ten crops' if view == 'ten_crop' else 'centre crop'}.",
+             f"`{report.shown_path(manifest['data'])}`. Baseline: recipe `{base}`"
+             + ("" if base == BASELINE else "; each variant is that recipe with the variant "
+                "recipe's one change") + f". Seeds: {', '.join(map(str, seeds))}"
+             + (f" (the baseline also {', '.join(map(str, extra))})" if extra else "")
+             + f". Overrides: {', '.join(manifest['overrides']) or 'none'}. Errors in percent, "
+             f"on the {split} split, {'ten crops' if view == 'ten_crop' else 'centre crop'}.",
              "", "Differences are variant − baseline, paired by seed; ± is the sample standard "
              "deviation of the per-seed differences (shown with two or more seeds). 'seeds' "
              "counts the evaluated runs; 'status' says what became of the others.", ""]
-    if not errors[BASELINE]:
+    if manifest.get("note"):
+        lines += [manifest["note"], ""]
+    if not errors[base]:
         lines += ["No evaluated baseline run yet: no differences to show.", ""]
     rows = []
-    for row in ablation_table(errors):
+    for row in ablation_table(errors, base):
         v = row["variant"]
         rows.append([v, len(row["seeds"]), report.pct(row["top1_mean"]),
                      report.pct(row["top5_mean"]),
-                     "—" if v == BASELINE else _pm(row["top1_diff"], row["top1_diff_std"]),
-                     "—" if v == BASELINE else _pm(row["top5_diff"], row["top5_diff_std"]),
-                     "(baseline)" if v == BASELINE else _claim(v),
-                     status_text(exp_dir, v, seeds, split)])
-    one_crop = collect(exp_dir, [], seeds, "center", split)[BASELINE]
-    ten = collect(exp_dir, [], seeds, "ten_crop", split)[BASELINE]
+                     "—" if v == base else _pm(row["top1_diff"], row["top1_diff_std"]),
+                     "—" if v == base else _pm(row["top5_diff"], row["top5_diff_std"]),
+                     "(baseline)" if v == base else _claim(v),
+                     status_text(exp_dir, v, base_seeds if v == base else seeds, split)])
+    one_crop = collect(exp_dir, [], base_seeds, "center", split, base)[base]
+    ten = collect(exp_dir, [], base_seeds, "ten_crop", split, base)[base]
     if one_crop and ten:
-        row = ablation_table({BASELINE: ten, "one_crop": one_crop})[1]
+        row = ablation_table({base: ten, "one_crop": one_crop}, base)[1]
         rows.append(["one_crop (baseline, evaluation only)", len(row["seeds"]),
                      report.pct(row["top1_mean"]), report.pct(row["top5_mean"]),
                      _pm(row["top1_diff"], row["top1_diff_std"]),
@@ -141,11 +175,18 @@ def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> 
                      "from the baseline's runs"])
     lines.append(report.table(["variant", "seeds", "top-1 %", "top-5 %", "Δ top-1 (pp)",
                                "Δ top-5 (pp)", "paper's claim (pp)", "status"], rows))
-    if manifest.get("note"):
-        lines += ["", manifest["note"]]
+    spread = seed_spread(errors[base])
+    if spread:
+        lines += ["", f"Seed to seed: the baseline's {len(errors[base])} evaluated seeds lie "
+                  f"{100 * spread['top1']:.2f} points apart in top-1 and "
+                  f"{100 * spread['top5']:.2f} in top-5 (largest − smallest; "
+                  + ", ".join(f"seed {s}: {report.pct(e['top1'])} / {report.pct(e['top5'])}"
+                              for s, e in sorted(errors[base].items()))
+                  + "). A variant's difference of that size is what a change of seed alone "
+                  "gives."]
     lines += ["", "## Runs", ""]
-    for variant in [BASELINE, *variants]:
-        for seed in seeds:
+    for variant in [base, *variants]:
+        for seed in base_seeds if variant == base else seeds:
             d = exp_dir / variant / f"seed{seed}"
             if (d / "config.yaml").is_file():
                 s = rundir.summarise(d)
@@ -160,27 +201,33 @@ def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> 
 
 
 def run(data_root, runs, variants=paper_numbers.DEFAULT_ABLATIONS, seeds=(0,), overrides=(),
-        split: str = "val", note: str = "", quiet: bool = False) -> Path:
-    """Train and evaluate the baseline and each variant for each seed; write the report. A run
-    that fails is recorded (RUN/FAILED) and the others still run; then RunsFailed. Preempted:
-    the report is written, then the exception goes on (exit 75)."""
+        split: str = "val", note: str = "", quiet: bool = False, base: str = BASELINE,
+        baseline_seeds=()) -> Path:
+    """Train and evaluate the baseline (recipe `base`) for each seed of `seeds` and
+    `baseline_seeds`, and each variant (its change on `base`) for each seed of `seeds`; write the
+    report. A run that fails is recorded (RUN/FAILED) and the others still run; then RunsFailed.
+    Preempted: the report is written, then the exception goes on (exit 75)."""
+    name = base_name(base)
     variants = [v.strip() for v in variants]
-    variants = list(dict.fromkeys(v for v in variants if v and v != BASELINE))
-    for v in variants:
+    variants = list(dict.fromkeys(v for v in variants if v and v not in (BASELINE, name)))
+    for v in [base, *variants]:
         config.find_config(v)             # fail before training anything if a name is wrong
-    exp_dir = Path(runs) / "ablate"
-    cfg0 = recipes.load_recipe(BASELINE, overrides)
+    exp_dir = exp_dir_of(runs, base)
+    cfg0 = recipes.load_recipe(base, overrides)
     manifest = {"kind": "ablate", "data": str(data_root), "variants": variants,
                 "seeds": [int(s) for s in seeds], "overrides": list(overrides), "split": split,
-                "ten_crop": cfg0.eval.ten_crop, "note": note}
+                "ten_crop": cfg0.eval.ten_crop, "note": note, "base": base,
+                "baseline_seeds": sorted({int(s) for s in [*seeds, *baseline_seeds]})}
     write_manifest(exp_dir, manifest)
+    _, seeds, base_seeds = _layout(manifest)
     failed = []
     try:
-        for variant in [BASELINE, *variants]:
-            for seed in seeds:
-                cfg = recipes.load_recipe(variant, [*overrides, f"train.seed={seed}"])
+        for variant in [name, *variants]:
+            for seed in base_seeds if variant == name else seeds:
+                cfg = recipes.load_variant(base, variant if variant != name else base,
+                                           [*overrides, f"train.seed={seed}"])
                 try:
-                    train_and_evaluate(cfg, data_root, run_dir_of(runs, variant, seed), split,
+                    train_and_evaluate(cfg, data_root, exp_dir / variant / f"seed{seed}", split,
                                        quiet=quiet)
                 except preemption.Preempted:
                     raise

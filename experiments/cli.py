@@ -23,9 +23,10 @@ COMMANDS = {
                   "report the errors next to the paper's row and the Caffe and torchvision "
                   "replicas. Prints the 1- and 10-crop errors."),
     "ablate": ("docs/paper.md §8: the ablation table",
-               "docs/paper.md §8: train and evaluate the baseline (paper) and each variant "
-               "recipe for each seed under RUNS/ablate/, then tabulate each variant's "
-               "difference from the baseline beside the paper's claim."),
+               "docs/paper.md §8: train and evaluate the baseline (recipe paper, or --config) "
+               "and each variant recipe (its one change put on the baseline's recipe) for each "
+               "seed under RUNS/ablate/ (RUNS/ablate_<config>/ for another baseline), then "
+               "tabulate each variant's difference from the baseline beside the paper's claim."),
     "relu-vs-tanh": ("§3.1 Figure 1",
                      "§3.1, Figure 1: a learning-rate choice for each activation (ReLU, tanh) on "
                      "the four-layer CIFAR-10 net (a grid search, a race to 25%%, or given "
@@ -74,6 +75,10 @@ def _labelled(items: list[str]) -> list[tuple[str, Path]]:
     return out
 
 
+def _seeds(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared dataset ROOT")
     p.add_argument("--runs", required=True, type=Path, help="folder of the experiment's runs")
@@ -111,6 +116,12 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated recipe names (`alexnet config --recipe NAME` shows "
                    "one; default: %(default)s)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
+    p.add_argument("--config", default="paper", help="the baseline's recipe (a name in "
+                   "experiments/configs or a YAML file); each variant is it plus the variant's "
+                   "one change (default: %(default)s)")
+    p.add_argument("--baseline-seeds", default="", help="comma-separated seeds the baseline "
+                   "alone is also trained with, to show how far seeds alone move it (default: "
+                   "none)")
     p.add_argument("--split", default="val", help="split the table is computed on "
                    "(default: %(default)s)")
     p = _add(sub, "relu-vs-tanh")
@@ -154,8 +165,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--neighbours", type=int, default=6, help="nearest training images shown per "
                    "query (default: %(default)s)")
     p.add_argument("--max-train", type=int, default=2000,
-                   help="training images searched for neighbours, 0 = all (default: "
-                   "%(default)s)")
+                   help="training images searched for neighbours, spread evenly over the split, "
+                   "0 = all (default: %(default)s)")
+    p.add_argument("--note", default="", help="a sentence for the report, e.g. what the data is "
+                   "(default: none)")
     p = _add(sub, "generate")
     p.add_argument("dataset", choices=("cifar10", "fashion-mnist"), help="which stand-in")
     p.add_argument("out", type=Path, help="folder to write the files into (then: alexnet prep "
@@ -177,12 +190,13 @@ def run(args) -> Path:
                              args.split, args.overrides, quiet=args.quiet)
     if args.command == "ablate":
         return ablate.run(args.data, args.runs, [v for v in args.variants.split(",") if v],
-                          [int(s) for s in args.seeds.split(",") if s.strip()], args.overrides,
-                          args.split, note=args.note, quiet=args.quiet)
+                          _seeds(args.seeds), args.overrides, args.split, note=args.note,
+                          quiet=args.quiet, base=args.config,
+                          baseline_seeds=_seeds(args.baseline_seeds))
     if args.command == "relu-vs-tanh":
         return relu_vs_tanh.run(args.data, args.runs, args.arch, _floats(args.lrs),
                                 args.search_epochs, args.epochs, args.overrides, note=args.note,
-                                quiet=args.quiet, seeds=[int(s) for s in args.seeds.split(",")],
+                                quiet=args.quiet, seeds=_seeds(args.seeds),
                                 fixed_lrs=_rates(args.lr), search=args.search,
                                 activations=[a.strip() for a in args.activations.split(",")])
     if args.command == "relu-factors":
@@ -193,7 +207,7 @@ def run(args) -> Path:
                                 quiet=args.quiet)
     if args.command == "figures":
         return figures.write_report(args.run_dir, args.data, args.out, args.queries,
-                                    args.neighbours, args.max_train or None)
+                                    args.neighbours, args.max_train or None, note=args.note)
     if args.command == "generate":
         if args.dataset == "cifar10":
             return generated.write_cifar10(args.out, args.train, args.test, args.noise, args.seed)
@@ -205,16 +219,29 @@ def run(args) -> Path:
 def check(args) -> str | None:
     """What is wrong with a parsed command line, before anything runs (exit 2), or None."""
     from data_prep.files import output_problem
+    from experiments import recipes
     from paper_alexnet import config
+    base = args.config if args.command == "ablate" else None
     try:
-        config.load(None, getattr(args, "overrides", []))
-    except config.ConfigError as err:
+        config.load(base, getattr(args, "overrides", []))
+    except config.ConfigError as err:      # names the recipe file or the override
         return str(err)
     for name in args.variants.split(",") if args.command == "ablate" else []:
         if name.strip() and not (config.RECIPE_DIR / f"{name.strip()}.yaml").is_file():
             return (f"--variants: no recipe {name.strip()!r}; recipes: "
                     f"{', '.join(config.recipe_names())}")
-    if args.command in ("ablate", "relu-vs-tanh") and not all(
+        if name.strip():
+            try:
+                recipes.load_variant(base, name.strip(), args.overrides)
+            except config.ConfigError as err:
+                return f"--variants {name.strip()} on --config {base}: {err}"
+    if args.command == "ablate":
+        for flag, text in (("--seeds", args.seeds), ("--baseline-seeds", args.baseline_seeds)):
+            if text.strip() and not all(s.strip().isdigit() for s in text.split(",")):
+                return f"{flag} {text!r}: expected comma-separated integers, e.g. 0,1,2"
+        if not args.seeds.strip():
+            return "--seeds '': expected comma-separated integers, e.g. 0,1,2"
+    if args.command == "relu-vs-tanh" and not all(
             s.strip().isdigit() for s in args.seeds.split(",")):
         return f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2"
     if args.command == "relu-vs-tanh":

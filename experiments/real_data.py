@@ -5,6 +5,7 @@ None of this is downloaded at run time: clone the public repositories yourself, 
     python -m experiments.real_data fashion-mnist-prefix SRC OUT [--count 3600] [--test 600]
     python -m experiments.real_data ilsvrc-sample SRC OUT
     python -m experiments.real_data sample-stats ROOT [--resamples 2000]
+    python -m experiments.real_data imagewoof SRC ROOT [--workers 2]
 
 - `fashion-mnist-prefix`: SRC holds Fashion-MNIST's `train-images-idx3-ubyte.gz` (possibly cut
   off: one public copy stops after 3,615 images) and the complete `train-labels-idx1-ubyte.gz`.
@@ -20,6 +21,12 @@ None of this is downloaded at run time: clone the public repositories yourself, 
   the PCA scales √λ and the eigenvector directions: a bootstrap over whole images (resampled with
   replacement), printed next to Alex Krizhevsky's values (docs/data.md, "Measured on 1,000 real
   ILSVRC-2012 images").
+- `imagewoof`: SRC is a checkout of `q878787/imagewoof2-320` (fast.ai's Imagewoof2, 320-pixel
+  release: 10 dog classes of ILSVRC-2012 as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, 9,025 and
+  3,929 images). Checks that SRC is exactly that release (the 10 wnid folders in each split, each
+  holding only .JPEG files, as many as the release has: anything else is refused in one line
+  naming the folder, exit 2, nothing written), then runs `alexnet prep imagenet --input SRC --out
+  ROOT` (the class-folder layout) with the ILSVRC class names of the 10 wnids.
 The CIFAR-10 JPEG mirror (train/<class>/*.jpg, test/<class>/*.jpg) needs no step of its own:
 `alexnet prep images --input SRC --out ROOT`.
 """
@@ -38,6 +45,20 @@ import numpy as np
 from experiments.generated import _idx
 
 SIDE = 28
+# Imagewoof2 (320 px): wnid -> (ILSVRC-2012 class name, its first synonym; train images; val
+# images), counted in q878787/imagewoof2-320, whose file list is fast.ai's noisy_imagewoof.csv.
+IMAGEWOOF = {
+    "n02086240": ("Shih-Tzu", 941, 409),
+    "n02087394": ("Rhodesian ridgeback", 942, 408),
+    "n02088364": ("beagle", 932, 418),
+    "n02089973": ("English foxhound", 580, 224),
+    "n02093754": ("Border terrier", 949, 401),
+    "n02096294": ("Australian terrier", 943, 407),
+    "n02099601": ("golden retriever", 949, 401),
+    "n02105641": ("Old English sheepdog", 928, 422),
+    "n02111889": ("Samoyed", 921, 429),
+    "n02115641": ("dingo", 940, 410),
+}
 _WNID_FILE = re.compile(r"^(n\d{8})_(.+)\.JPEG$")
 
 
@@ -102,6 +123,56 @@ def ilsvrc_sample(src: Path, out: Path) -> dict:
     return {"images": len(files), "classes": len(words)}
 
 
+class LayoutError(ValueError):
+    """The input is not the release a command expects (a bad command line: exit 2)."""
+
+
+def check_imagewoof(src: Path, expected: dict | None = None) -> None:
+    """LayoutError naming the first folder of SRC that differs from the Imagewoof2-320 release:
+    train/ and val/ each hold exactly the wnid folders of `expected`, each only .JPEG files, as
+    many as `expected` (default IMAGEWOOF) says. Other entries beside train/ and val/ (a README)
+    are ignored."""
+    src, expected = Path(src), expected or IMAGEWOOF
+    for column, split in ((1, "train"), (2, "val")):
+        folder = src / split
+        if not folder.is_dir():
+            raise LayoutError(f"{folder}: no such folder; SRC must be a checkout of "
+                              "q878787/imagewoof2-320 (train/<wnid>/, val/<wnid>/)")
+        found = sorted(p.name for p in folder.iterdir())
+        if found != sorted(expected):
+            missing = sorted(set(expected) - set(found))
+            extra = sorted(set(found) - set(expected))
+            raise LayoutError(f"{folder}: expected the {len(expected)} Imagewoof wnid folders"
+                              + (f", missing {', '.join(missing)}" if missing else "")
+                              + (f", not Imagewoof: {', '.join(extra)}" if extra else ""))
+        for wnid in sorted(expected):
+            entries = list((folder / wnid).iterdir()) if (folder / wnid).is_dir() else None
+            if entries is None:
+                raise LayoutError(f"{folder / wnid}: not a folder")
+            other = sorted(p.name for p in entries if p.suffix != ".JPEG" or not p.is_file())
+            if other:
+                raise LayoutError(f"{folder / wnid}: holds {len(other)} entries that are not "
+                                  f".JPEG files, e.g. {other[0]!r}")
+            if len(entries) != expected[wnid][column]:
+                raise LayoutError(f"{folder / wnid}: {len(entries)} .JPEG files, the release has "
+                                  f"{expected[wnid][column]}: fetch the repository again")
+
+
+def imagewoof(src: Path, root: Path, workers: int = 2, expected: dict | None = None) -> int:
+    """Check SRC's layout (LayoutError), then `alexnet prep imagenet` it into ROOT with the
+    ILSVRC class names; returns prep's exit status (its summary lines are printed)."""
+    import tempfile
+
+    from data_prep.__main__ import main as prep
+    expected = expected or IMAGEWOOF
+    check_imagewoof(src, expected)
+    with tempfile.TemporaryDirectory() as tmp:
+        names = Path(tmp) / "synset_words.txt"
+        names.write_text("".join(f"{w} {expected[w][0]}\n" for w in sorted(expected)))
+        return prep(["imagenet", "--input", str(src), "--out", str(root), "--workers",
+                     str(workers), "--class-names", str(names), "--splits", "train,val"])
+
+
 def sample_stats(root: Path, resamples: int = 2000, seed: int = 0) -> list[str]:
     """Bootstrap 95% intervals of the channel means and √λ of ROOT/train, and the angles of its
     eigenvectors to Alex Krizhevsky's, as printable lines."""
@@ -160,8 +231,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("root", type=Path, help="prepared ROOT")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: "
                    "%(default)s)")
+    p = sub.add_parser("imagewoof", help="check a checkout of q878787/imagewoof2-320, then "
+                       "prepare it (alexnet prep imagenet)")
+    p.add_argument("src", type=Path, help="the checkout (train/<wnid>/, val/<wnid>/)")
+    p.add_argument("root", type=Path, help="the prepared ROOT to write")
+    p.add_argument("--workers", type=int, default=2, help="prep processes (default: "
+                   "%(default)s)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "imagewoof":
+            return imagewoof(args.src, args.root, args.workers)
         if args.command == "sample-stats":
             print("\n".join(sample_stats(args.root, args.resamples)))
             return 0
@@ -169,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             summary = fashion_mnist_prefix(args.src, args.out, args.count, args.test)
         else:
             summary = ilsvrc_sample(args.src, args.out)
+    except LayoutError as err:
+        print(f"real_data {args.command}: {err}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as err:
         print(f"real_data {args.command}: {err}", file=sys.stderr)
         return 1

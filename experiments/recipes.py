@@ -3,9 +3,10 @@
 §10).
 
 `load_recipe(name, overrides)` is `config.load(name, overrides)` (config.find_config finds a recipe
-by name, config.recipe_names lists them); `config_diff(cfg)` names what a run's config changes
-from the paper, which is how reports recognise a run's variant without trusting its directory
-name.
+by name, config.recipe_names lists them); `load_variant(base, variant, overrides)` puts an
+ablation's one change on another recipe (the ablations on Imagewoof); `config_diff(cfg)` names
+what a run's config changes from the paper, which is how reports recognise a run's variant
+without trusting its directory name.
 """
 from __future__ import annotations
 
@@ -15,6 +16,28 @@ from paper_alexnet import config
 def load_recipe(name: str, overrides=()) -> config.RunConfig:
     """The run config of a recipe: defaults (the paper) <- recipe file <- overrides."""
     return config.load(name, list(overrides))
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    """`base` with every key of `changes` set (nested sections merged, not replaced)."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = _merge(out[key], value)
+        out[key] = value
+    return out
+
+
+def load_variant(base: str, variant: str, overrides=()) -> config.RunConfig:
+    """The run config of ablation `variant` (a recipe that is the paper plus one change) on the
+    recipe `base`: defaults <- base <- the variant's keys <- overrides. Where both set a key the
+    variant's value wins: its change is the experiment. On base "paper" it is the variant recipe
+    itself."""
+    if variant == base:
+        return load_recipe(base, overrides)
+    values = _merge(config.read_yaml(base), config.read_yaml(variant))
+    return config.build_with_overrides(config.RunConfig, values, list(overrides),
+                                       f"{base} + {variant}")
 
 
 def header(name: str) -> str:

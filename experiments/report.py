@@ -92,11 +92,12 @@ def curves_section(summary: dict, out_dir: Path, stem: str) -> str:
     rows = [[e, pct(tr), pct(v1), pct(v5), num(lr, 6), num(t, 1)]
             for e, tr, v1, v5, lr, t in zip(c["epoch"], c["train_error"], c["val_top1"],
                                             c["val_top5"], c["lr"], c["train_time_s"])]
-    text = table(["epoch", "train top-1 % (running)", "val top-1 % (centre)", "val top-5 %",
-                  "learning rate", "train time s"], rows)
+    split = c.get("val_split", "val")       # train_holdout: what the §5 schedule watched
+    text = table(["epoch", "train top-1 % (running)", f"{split} top-1 % (centre)",
+                  f"{split} top-5 %", "learning rate", "train time s"], rows)
     errors = plot_lines(out_dir / f"{stem}_error.png", [
         {"x": c["epoch"], "y": c["train_error"], "label": "training (running, top-1)"},
-        {"x": c["epoch"], "y": c["val_top1"], "label": "validation (centre crop, top-1)",
+        {"x": c["epoch"], "y": c["val_top1"], "label": f"{split} (centre crop, top-1)",
          "style": "--"}], "epoch", "error", f"{stem}: error per epoch")
     rates = plot_lines(out_dir / f"{stem}_lr.png", [
         {"x": c["epoch"], "y": c["lr"], "label": "learning rate"}], "epoch", "learning rate",

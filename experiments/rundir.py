@@ -50,8 +50,9 @@ def epoch_curves(records: list[dict], batch_size: int = 1) -> dict:
     it and as Figure 1 plots it; the weights move during the epoch, so it lags a pass over the
     training set made at the end of the epoch. Returns lists indexed by epoch number (1-based), NaN
     where nothing was logged: {"epoch", "train_error", "train_loss", "val_top1", "val_top5", "lr",
-    "train_time_s"} (train_time_s = cumulative training time at the end of each epoch, summed over
-    sessions)."""
+    "train_time_s", "val_split"} (train_time_s = cumulative training time at the end of each
+    epoch, summed over sessions; val_split = the split the per-epoch records were measured on,
+    schedule.signal_split: "val", or "train_holdout")."""
     val = {}
     for r in records:
         if r.get("kind") == "val":
@@ -92,6 +93,7 @@ def epoch_curves(records: list[dict], batch_size: int = 1) -> dict:
         "val_top5": [float(val[e]["top5"]) if e in val else nan for e in epochs],
         "lr": [lr_by_epoch.get(e, nan) for e in epochs],
         "train_time_s": [time_by_epoch.get(e, nan) for e in epochs],
+        "val_split": next((r.get("split", "val") for r in val.values()), "val"),
     }
 
 

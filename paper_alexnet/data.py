@@ -255,11 +255,14 @@ def train_batches(root, cfg, epoch: int, start_step: int = 0, rank: int = 0, wor
 
 
 def eval_batches(root, split: str, cfg, view: str = "center", rank: int = 0, world_size: int = 1,
-                 device="cpu", batch_size: int | None = None):
+                 device="cpu", batch_size: int | None = None, limit: int | None = None):
     """(images, labels, indices) covering every image of `split` once across the ranks (disjoint
     consecutive shares, the last batch possibly partial). view "ten_crop" gives (N*10, C, S, S),
-    the ten views of an image consecutive (§6)."""
+    the ten views of an image consecutive (§6). `limit`: only that many images, spread evenly
+    over the split (figures of a split stored class by class)."""
     data, indices = split_indices(root, split, cfg)
+    if limit is not None and limit < len(indices):
+        indices = indices[np.linspace(0, len(indices) - 1, max(limit, 1)).round().astype(int)]
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside a world of {world_size}")
     share = np.array_split(indices, world_size)[rank]

@@ -166,3 +166,78 @@ def test_sigterm_between_runs_exits_75_before_the_next_run(tiny_root, tmp_path, 
     monkeypatch.setattr(runner, "evaluate_into", evaluate_into)
     assert cli.main(command) == 0
     assert _row((runs / "ablate" / "report" / "report.md").read_text(), "no_lrn")[7] == "finished"
+
+
+# ------------------------------------------------- another base recipe, and baseline-only seeds
+
+def test_variant_on_another_recipe_is_that_recipe_plus_the_one_change():
+    for name in ("remove_conv3", "remove_conv4", "no_lrn"):
+        assert recipes.load_variant("paper", name) == recipes.load_recipe(name)
+        on_woof = recipes.config_diff(recipes.load_variant("imagewoof", name))
+        assert on_woof == {**recipes.config_diff(recipes.load_recipe("imagewoof")),
+                           **recipes.config_diff(recipes.load_recipe(name))}
+    assert recipes.load_variant("imagewoof", "imagewoof") == recipes.load_recipe("imagewoof")
+    assert recipes.describe(recipes.load_variant("imagewoof", "remove_conv3")) == \
+        "imagewoof + model.removed_layer=conv3"
+
+
+def test_report_pairs_by_seed_and_shows_the_baseline_seed_spread(tmp_path):
+    exp = tmp_path / "runs" / "ablate_imagewoof"
+    _fake_run(exp / "imagewoof" / "seed0", "imagewoof", 3, _result(0.40, 0.10))
+    _fake_run(exp / "imagewoof" / "seed1", "imagewoof", 3, _result(0.43, 0.12))
+    _fake_run(exp / "remove_conv3" / "seed0", "remove_conv3", 3, _result(0.41, 0.10))
+    manifest = {"kind": "ablate", "data": "imagewoof_root", "variants": ["remove_conv3"],
+                "seeds": [0], "baseline_seeds": [0, 1], "overrides": [], "split": "val",
+                "ten_crop": True, "note": "Imagewoof: 10 ILSVRC-2012 dog classes.",
+                "base": "imagewoof"}
+    text = ablate.write_report(exp, manifest).read_text()
+    base = _row(text, "imagewoof")
+    assert base[1:4] == ["2", "41.50", "11.00"] and base[7] == "finished"
+    # the variant is paired with seed 0 only: +1.00, not +1 - 1.5 (the baseline's mean)
+    assert _row(text, "remove_conv3")[1:6] == ["1", "41.00", "10.00", "+1.00", "+0.00"]
+    assert "lie 3.00 points apart in top-1 and 2.00 in top-5" in text
+    assert "seed 0: 40.00 / 10.00, seed 1: 43.00 / 12.00" in text
+    assert "Baseline: recipe `imagewoof`; each variant is that recipe" in text
+    assert "Imagewoof: 10 ILSVRC-2012 dog classes." in text
+    assert "### imagewoof, seed 1" in text
+    assert ablate.seed_spread({0: {"top1": 0.4, "top5": 0.1}}) is None
+
+
+def test_ablate_on_imagewoof_recipe_with_a_second_baseline_seed(tiny_root, tmp_path):
+    runs = tmp_path / "runs"
+    tiny = [t for t in TINY if not t.startswith("train.steps_per_epoch")] + \
+        ["train.steps_per_epoch=1", "data.holdout=1"]
+    note = "Generated stand-in data: says nothing about Imagewoof."
+    assert cli.main(["ablate", "--config", "imagewoof", "--data", str(tiny_root), "--runs",
+                     str(runs), "--quiet", "--variants", "remove_conv3,remove_conv4", "--seeds",
+                     "0", "--baseline-seeds", "1", "--note", note, *tiny]) == 0
+    exp = runs / "ablate_imagewoof"
+    done = sorted(str(p.parent.relative_to(exp)) for p in exp.glob("*/seed*/result.json"))
+    assert done == ["imagewoof/seed0", "imagewoof/seed1", "remove_conv3/seed0",
+                    "remove_conv4/seed0"]
+    for folder, removed, seed in (("imagewoof/seed1", "none", 1),
+                                  ("remove_conv4/seed0", "conv4", 0)):
+        cfg = config.load(exp / folder / "config.yaml")
+        assert (cfg.model.removed_layer, cfg.train.seed, cfg.schedule.signal_split,
+                cfg.train.keep_last) == (removed, seed, "train_holdout", 1)
+    text = (exp / "report" / "report.md").read_text()
+    assert _row(text, "imagewoof")[1] == "2" and _row(text, "remove_conv4")[1] == "1"
+    assert note in text and "Seed to seed:" in text
+    # the per-epoch curve is the holdout the schedule watched, and says so
+    assert "| epoch | train top-1 % (running) | train_holdout top-1 % (centre) |" in text
+    before = text                     # `alexnet report` regenerates it from experiment.json
+    (exp / "report" / "report.md").unlink()
+    from experiments import report_cli
+    assert report_cli.main([str(exp)]) == 0
+    assert (exp / "report" / "report.md").read_text() == before
+
+
+def test_ablate_refuses_a_bad_base_or_seeds_before_any_run(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for extra, said in ((["--config", "imagewolf"], "no recipe of that name"),
+                        (["--baseline-seeds", "one"], "--baseline-seeds 'one': expected")):
+        assert cli.main(["ablate", "--data", str(tmp_path), "--runs", str(runs),
+                         "--variants", "remove_conv3", *extra]) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1
+    assert not runs.exists()

@@ -44,6 +44,21 @@ def test_ablation_recipes_change_exactly_one_thing():
     assert set(paper_numbers.DEFAULT_ABLATIONS) <= set(config.recipe_names())
 
 
+def test_imagewoof_recipe_changes_only_the_keys_its_header_explains():
+    """Every key the recipe changes from the paper is explained in its header, and every key the
+    header explains is one the recipe sets (model.init: written out, still the paper's)."""
+    cfg = recipes.load_recipe("imagewoof")
+    explained = set(re.findall(r"^([a-z_]+\.[a-z_]+) ", recipes.header("imagewoof"), re.M))
+    explained |= {"train.milestone_every"}           # explained on train.keep_last's line
+    assert recipes.config_diff(cfg) == {
+        "model.num_classes": 10, "schedule.signal_split": "train_holdout", "data.holdout": 500,
+        "data.workers": 0, "train.epochs": 25, "train.keep_last": 1,
+        "train.milestone_every": 1000, "eval.batch_size": 50}
+    assert explained == set(recipes.config_diff(cfg)) | {"model.init"}
+    assert cfg.model.init == "paper" and cfg.data.holdout < 9025
+    assert recipes.match_recipe(recipes.load_recipe("imagewoof", TINY)) == "imagewoof"
+
+
 def test_figure1_and_course_notes_recipes_have_no_regularisation():
     c = recipes.load_recipe("relu_vs_tanh")
     assert (c.model.arch, c.model.input_size, c.model.dropout) == ("cifar10_4layer", 32, 0.0)
@@ -119,15 +134,63 @@ def test_ablation_table_hand_checked():
 def test_colour_specificity_reference_cases():
     rng = np.random.default_rng(0)
     f = rng.standard_normal((11, 11))
-    f -= f.mean()
     grey = np.stack([f, f, f])[None]
     opponent = np.stack([f, -f, 0 * f])[None]
     single = np.stack([f, 0 * f, 0 * f])[None]
-    scores = figures.colour_specificity(np.concatenate([grey, opponent, single]))
-    np.testing.assert_allclose(scores, [0.0, 1.0, 2.0 / 3.0], atol=1e-12)
-    # random kernels: independent channels put 2/3 of the energy in colour, on average
-    assert figures.colour_specificity(rng.standard_normal((500, 3, 5, 5))).mean() == \
-        pytest.approx(2 / 3, abs=0.02)
+    blue = np.stack([0 * f, 0 * f, np.abs(f)])[None]
+    scores = figures.colour_specificity(np.concatenate([grey, opponent, single, blue]))
+    np.testing.assert_allclose(scores, [0.0, 1.0, 2.0 / 3.0, 2.0 / 3.0], atol=1e-12)
+    # random kernels, the §5 initialisation: 0 on average at any size (the old score gave 2/3,
+    # the same as a one-channel kernel); one-channel kernels of random patterns stay at 2/3
+    for side, tolerance in ((11, 0.006), (5, 0.012)):
+        noise = figures.colour_specificity(0.01 * rng.standard_normal((2000, 3, side, side)))
+        assert abs(noise.mean()) < tolerance and np.percentile(noise, 99) < 0.35
+    red_noise = rng.standard_normal((50, 3, 11, 11)) * np.array([1.0, 0, 0])[None, :, None, None]
+    np.testing.assert_allclose(figures.colour_specificity(red_noise), 2 / 3, atol=1e-12)
+    # a colour-opponent kernel with a little noise on top stays near 1
+    noisy = opponent + 0.1 * rng.standard_normal((20, 3, 11, 11))
+    assert figures.colour_specificity(noisy).min() > 0.85
+    assert figures.noise_anisotropy(121) == pytest.approx(0.1137, abs=1e-4)
+    with pytest.raises(ValueError, match="expected"):
+        figures.colour_specificity(np.zeros((4, 1, 11, 11)))
+
+
+def test_tower_comparison_and_distribution_are_hand_checked():
+    d = figures.distribution(np.array([0.0, 0.1, 0.2, 0.3, 1.0]))
+    assert d == {"kernels": 5, "mean": pytest.approx(0.32), "q1": pytest.approx(0.1),
+                 "median": pytest.approx(0.2), "q3": pytest.approx(0.3)}
+    rng = np.random.default_rng(2)
+    apart = figures.mean_difference_p(rng.normal(0.6, 0.1, 48), rng.normal(0.1, 0.1, 48), 2000)
+    assert apart == pytest.approx(1 / 2001)          # no random deal comes close
+    same = figures.mean_difference_p(rng.normal(0, 0.1, 48), rng.normal(0, 0.1, 48), 2000)
+    assert same > 0.05
+
+
+def test_initial_model_is_the_weights_training_starts_from(data_root, tmp_path):
+    """Figure 3's "initial" kernels: the run's seed and config rebuild exactly the network that
+    `alexnet train` starts from (resume.start builds it; nothing is written)."""
+    import torch
+    from paper_alexnet import distributed, resume
+    cfg = config.load(None, [*TINY, "model.num_classes=4", "model.input_size=64",
+                             "train.seed=7"])
+    started = resume.start(cfg, data_root, tmp_path / "run", distributed.World())["model"]
+    rebuilt = figures.initial_model(cfg)
+    for (name, a), (_, b) in zip(started.state_dict().items(), rebuilt.state_dict().items()):
+        assert torch.equal(a, b), name
+    other = figures.initial_model(config.load(None, ["train.seed=8", "model.num_classes=4"]))
+    assert not torch.equal(other.towers[0].conv1.weight, rebuilt.towers[0].conv1.weight)
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_batches_limit_spreads_over_a_class_sorted_split(data_root):
+    from paper_alexnet import data as data_lib
+    cfg = config.load(None, ["data.workers=0", "eval.batch_size=3", "model.input_size=64"])
+    seen = np.concatenate([i for _, _, i in data_lib.eval_batches(data_root, "train", cfg,
+                                                                  limit=4)])
+    np.testing.assert_array_equal(seen, [0, 21, 42, 63])          # 4 classes of 16, sorted
+    everything = np.concatenate([i for _, _, i in data_lib.eval_batches(data_root, "val", cfg,
+                                                                        limit=100)])
+    np.testing.assert_array_equal(everything, np.arange(16))
 
 
 def test_nearest_matches_brute_force():
@@ -242,12 +305,20 @@ def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path, c
 
     # Figures 3 and 4 of the baseline
     assert cli.main(["figures", "--run-dir", str(members[0]), "--data", str(imagenet_root),
-                     "--queries", "2", "--neighbours", "3"]) == 0
+                     "--queries", "2", "--neighbours", "3", "--max-train", "3",
+                     "--note", "Generated stand-in data."]) == 0
     fig = (members[0] / "report" / "figures.md").read_text()
     assert (members[0] / "report" / "figure3_conv1.png").is_file()
     assert (members[0] / "report" / "figure4_neighbours.png").is_file()
-    assert re.search(r"\| tower_a \| 48 \| 0\.\d{3} \|", fig)
-    assert re.search(r"\| tower_b \| 48 \| 0\.\d{3} \|", fig)
+    assert (members[0] / "report" / "figure3_colour.png").is_file()
+    for tower in ("tower_a", "tower_b"):
+        initial = _numbers(fig, f"{tower} | initial | 48 |")
+        assert abs(float(initial[3])) < 0.03                 # random kernels: about 0
+        assert re.search(rf"\| {tower} \| trained \| 48 \| -?\d\.\d{{3}} \|", fig)
+    assert re.search(r"Trained, tower_[ab]'s kernels are the more colour-specific: mean "
+                     r"-?\d\.\d{3} against -?\d\.\d{3}", fig)
+    assert "3 of the 8 training images searched" in fig and "4 classes, 8 training" in fig
+    assert "Generated stand-in data." in fig
     assert str(tmp_path) not in fig
 
 

@@ -78,3 +78,62 @@ def test_sample_stats_bootstrap_brackets_the_split_and_compares_with_alex(tmp_pa
     scale = re.findall(r"([\d.]+) \[", lines[2])
     assert [float(s) for s in scale] == pytest.approx(np.sqrt(ours["eigval"]), abs=0.01)
     assert "97.5% of resamples within" in lines[3]
+
+
+# Imagewoof: the same 10 wnids as the release, a few images each (the counts are a parameter)
+SMALL_WOOF = {w: (name, 2, 1) for w, (name, _, _) in real_data.IMAGEWOOF.items()}
+
+
+def _woof(src, counts=SMALL_WOOF):
+    from PIL import Image
+    for column, split in ((1, "train"), (2, "val")):
+        for k, wnid in enumerate(sorted(counts)):
+            folder = src / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(counts[wnid][column]):
+                colour = (25 * k, 100 + 40 * i, 60 * column)
+                Image.new("RGB", (48, 32), colour).save(folder / f"{wnid}_{i}.JPEG")
+    (src / "README.md").write_text("beside train/ and val/: ignored\n")
+    return src
+
+
+def test_imagewoof_prepares_the_release_layout_with_class_names(tmp_path, capsys):
+    from data_prep.shards import PreparedSplit
+    src = _woof(tmp_path / "src")
+    assert real_data.imagewoof(src, tmp_path / "root", workers=1, expected=SMALL_WOOF) == 0
+    train = PreparedSplit(tmp_path / "root" / "train")
+    val = PreparedSplit(tmp_path / "root" / "val")
+    assert (len(train), len(val)) == (20, 10)
+    assert [w for w, _ in train.classes] == sorted(real_data.IMAGEWOOF)
+    assert dict(train.classes)["n02093754"] == "Border terrier"
+    assert dict(val.classes)["n02096294"] == "Australian terrier"
+    np.testing.assert_array_equal(np.bincount(val.labels), [1] * 10)
+    assert "train: 20 images of 10 classes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda s: __import__("shutil").rmtree(s / "val" / "n02115641"), "val: expected the 10 "
+     "Imagewoof wnid folders, missing n02115641"),
+    (lambda s: (s / "train" / "n01440764").mkdir(), "train: expected the 10 Imagewoof wnid "
+     "folders, not Imagewoof: n01440764"),
+    (lambda s: (s / "train" / "n02088364" / "n02088364_0.JPEG").unlink(),
+     "train/n02088364: 1 .JPEG files, the release has 2"),
+    (lambda s: (s / "val" / "n02099601" / "notes.txt").write_text("x"),
+     "val/n02099601: holds 1 entries that are not .JPEG files, e.g. 'notes.txt'"),
+    (lambda s: __import__("shutil").rmtree(s / "train"), "train: no such folder"),
+])
+def test_imagewoof_refuses_another_layout_naming_the_folder(tmp_path, capsys, monkeypatch,
+                                                            damage, named):
+    src = _woof(tmp_path / "src")
+    damage(src)
+    monkeypatch.setattr(real_data, "IMAGEWOOF", SMALL_WOOF)
+    assert real_data.main(["imagewoof", str(src), str(tmp_path / "root")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{src}/{named}" in err, err
+    assert not (tmp_path / "root").exists()          # refused before any work
+
+
+def test_imagewoof_counts_are_the_release(tmp_path):
+    """The table the check uses adds up to the release's 9,025 train and 3,929 val images."""
+    counts = real_data.IMAGEWOOF.values()
+    assert (sum(c[1] for c in counts), sum(c[2] for c in counts)) == (9025, 3929)
