@@ -192,6 +192,7 @@ def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> 
                 s = rundir.summarise(d)
                 lines += [f"### {variant}, seed {seed}", "",
                           f"Status: {run_status(d, split, RESUME)[1]}.", "",
+                          report.evaluation_line(s.get("result")), "",
                           f"Config changes from the paper: {report.diff_text(s['config'])}.", "",
                           report.timing_line(s), "",
                           report.curves_section(s, out_dir, f"{variant}_seed{seed}"), ""]

@@ -414,3 +414,19 @@ def test_relu_vs_tanh_on_alexnet_end_to_end(imagenet_root, tmp_path):
             (0.0, 0.0, 0.0, False)
         row = _numbers(text, f"{act} | 0.01 | 0 | 1 |")
         assert row[6] == f"{100 * _epoch_errors(exp / 'full' / act / 'lr0.01')[-1]:.2f}"
+
+
+def test_wilson_interval_by_hand():
+    from experiments.report import evaluation_line, wilson
+    # 50 errors in 100: centre (0.5 + z²/200)/(1 + z²/100) = 0.5, half-width
+    # z/(1 + z²/100)·sqrt(0.0025 + z²/40000) = 0.09617 with z = 1.96.
+    lo, hi = wilson(0.5, 100)
+    assert (lo, hi) == pytest.approx((0.40383, 0.59617), abs=1e-5)
+    # 0 errors in 10: the normal approximation would give [0, 0]; Wilson gives [0, 0.2775].
+    assert wilson(0.0, 10) == pytest.approx((0.0, 0.27753), abs=1e-5)
+    line = evaluation_line({"split": "val", "images": 100, "center": {"top1": 0.5, "top5": 0.2},
+                            "ten_crop": {"top1": 0.45, "top5": 0.2}})
+    assert "centre crop top-1 50.00% [40.4, 59.6]" in line
+    assert "ten crops − centre crop: -5.00 / +0.00 points" in line
+    with pytest.raises(ValueError):
+        wilson(0.1, 0)
