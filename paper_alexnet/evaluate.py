@@ -40,8 +40,8 @@ INPUT_KEYS = ("data.mean", "data.geometry", "model.input_size", "model.in_channe
               "model.num_classes")
 HOLDOUT_KEYS = ("schedule.signal_split", "data.holdout")
 # What `alexnet eval` may set (key=value): how the evaluation runs, never what the network is.
-EVAL_SETTINGS = ("data.workers", "data.backend", "eval.batch_size", "model.devices",
-                 "train.precision", "train.channels_last")
+EVAL_SETTINGS = ("data.workers", "data.backend", "eval.batch_size", "eval.ten_crop",
+                 "model.devices", "train.precision", "train.channels_last")
 PROGRESS_EVERY_S = 10.0
 
 
@@ -179,9 +179,10 @@ def _progress(view: str, total: int, say, world_size: int):
     return update
 
 
-def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool = True,
+def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool | None = None,
              batch_size: int | None = None, devices=None, overrides=(), say=None) -> dict:
     """§6 errors of one checkpoint, or of the softmax-averaged ensemble of several.
+    `ten_crop`: None follows the (first) checkpoint's eval.ten_crop after `overrides`;
     `overrides`: EVAL_SETTINGS as key=value; `say`: where progress lines go (None: nowhere).
     Start-up problems (data, classes, devices, members that disagree) raise preflight.StartError
     before any image is evaluated."""
@@ -203,6 +204,12 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool = True,
         cfg = config.build_with_overrides(config.RunConfig, config.to_dict(loaded[0][0]),
                                           list(overrides) + ([f"eval.batch_size={batch_size}"]
                                                              if batch_size is not None else []))
+        if ten_crop is None:
+            ten_crop = cfg.eval.ten_crop
+        if ten_crop and cfg.data.geometry == "resize":
+            raise preflight.StartError("ten crops need data.geometry=crop: this network was "
+                                       "trained on resized images, which have one view; "
+                                       "evaluate the centre crop (--no-ten-crop)")
         models = [m for _, m, _ in loaded]
         _, indices = data_lib.split_indices(root, split, cfg)
         view_sets = [("center", 1)] + ([("ten_crop", 10)] if ten_crop else [])
@@ -236,6 +243,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _asks_ten_crop(item: str) -> bool:
+    """True for an override that sets eval.ten_crop=true (a bad value is refused later)."""
+    if item.split("=", 1)[0].strip() != "eval.ten_crop":
+        return False
+    try:
+        return config.load(None, [item]).eval.ten_crop
+    except config.ConfigError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done; 2 the command cannot start as given (nothing evaluated or written);
     1 the evaluation failed."""
@@ -251,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="prepared dataset ROOT (default: $ALEXNET_DATA)")
     parser.add_argument("--split", default="val", help="prepared split to evaluate on "
                         "(default: %(default)s)")
-    parser.add_argument("--no-ten-crop", action="store_true", help="centre crop only")
+    parser.add_argument("--no-ten-crop", action="store_true", help="centre crop only; same as "
+                        "eval.ten_crop=false (default: the checkpoint's eval.ten_crop)")
     parser.add_argument("--batch-size", type=_positive, help="images per batch (default: the "
                         "checkpoint's eval.batch_size); same as eval.batch_size=N")
     parser.add_argument("--device", help="where the networks run (cpu, cuda:0, …); same as "
@@ -264,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no prepared data: pass --data ROOT or set ALEXNET_DATA")
     if args.run_dir is None and args.out is None:
         parser.error("with --checkpoint, name the result file with --out FILE")
-    overrides = list(args.overrides) + ([f"model.devices=[{args.device}]"] if args.device else [])
+    if args.no_ten_crop and any(_asks_ten_crop(o) for o in args.overrides):
+        parser.error("--no-ten-crop contradicts eval.ten_crop=true: give one of them")
+    overrides = (list(args.overrides) + ([f"model.devices=[{args.device}]"] if args.device else [])
+                 + (["eval.ten_crop=false"] if args.no_ten_crop else []))
     out = Path(args.out) if args.out else Path(args.run_dir) / "result.json"
     world = distributed.init_from_env()
     say = print if world.is_main else None
@@ -285,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                         raise preflight.StartError(f"--checkpoint {p} does not exist")
         if warning and world.is_main:
             print(f"alexnet eval: WARNING: {warning}", file=sys.stderr, flush=True)
-        result = evaluate(checkpoints, args.data, args.split, ten_crop=not args.no_ten_crop,
+        result = evaluate(checkpoints, args.data, args.split, ten_crop=None,
                           batch_size=args.batch_size, overrides=overrides, say=say)
     except preflight.StartError as err:
         print(f"alexnet eval: {err}", file=sys.stderr)
