@@ -81,8 +81,11 @@ def add_prep_options(p: argparse.ArgumentParser) -> None:
 def prepare_splits(args, info: dict, params: dict, source: dict, splits) -> None:
     """Prepare `splits` of a discovered input in order; each later split is checked for files
     identical to those of the earlier ones."""
-    from data_prep.pipeline import prepare_split
+    from data_prep.pipeline import check_split, prepare_split
 
+    for split in splits:  # written once: every split is checked before any is written
+        check_split(os.path.join(args.out, split), info["splits"][split],
+                    dict(params, stats=split == "train"), args.chunk_size)
     done = []
     for split in splits:
         out = os.path.join(args.out, split)
@@ -102,6 +105,7 @@ def run_prep(verb: str, out: str, work) -> int:
     from data_prep.files import output_problem
     from data_prep.imagenet import InputError
     from data_prep.pipeline import PrepError
+    from data_prep.shards import WrittenOnce
 
     problem = output_problem(out)
     if problem:
@@ -110,6 +114,9 @@ def run_prep(verb: str, out: str, work) -> int:
         return 2
     try:
         work()
+    except WrittenOnce as e:  # nothing was changed: a bad command line
+        print(f"alexnet prep {verb}: {e}", file=sys.stderr)
+        return 2
     except (InputError, PrepError) as e:
         print(f"alexnet prep {verb}: {e}", file=sys.stderr)
         return 1

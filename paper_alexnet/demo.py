@@ -88,9 +88,13 @@ def _prepare(raw: Path, root: Path, demo: dict) -> None:
     if (root / "val" / "manifest.json").is_file():     # check_out made sure it is this demo's
         print(f"{root} is already prepared (prepared data is immutable): reusing it")
         return
-    summary = synthetic.generate(raw, demo["classes"], demo["train_per_class"],
-                                 demo["val_per_class"], seed=demo["seed"],
-                                 workers=os.cpu_count() or 1)
+    from paper_alexnet.preflight import StartError
+    try:
+        summary = synthetic.generate(raw, demo["classes"], demo["train_per_class"],
+                                     demo["val_per_class"], seed=demo["seed"],
+                                     workers=os.cpu_count() or 1)
+    except ValueError as err:     # raw/ holds another dataset: written once, never replaced
+        raise StartError(str(err)) from None
     print(f"synthetic: {summary['train']} train + {summary['val']} val images, "
           f"{summary['classes']} classes, raw ILSVRC-2012 folder layout, in {raw}")
     code = prep.main(["imagenet", "--input", str(raw), "--out", str(root),

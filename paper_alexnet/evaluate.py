@@ -217,13 +217,19 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool | None =
                                                world_size=world.world_size,
                                                device=models[0].input_device)
                    for view, _ in view_sets}      # built now: their errors raise before any work
+    notes = [results.data_change(s.get("data"), root, Path(p).name)
+             for p, (_, _, s) in zip(checkpoints, loaded)]
+    notes = [n for n in notes if n]
+    for note in notes if world.is_main else ():   # loudly, not refused: still these nets' errors
+        print(f"alexnet eval: WARNING: {note}", file=sys.stderr, flush=True)
     dtype = resolve_precision(cfg, models[0].input_device)
     result = dict(split=split, images=len(indices), checkpoints=[str(p) for p in checkpoints],
                   steps=[s.get("global_step") for _, _, s in loaded],
                   epochs=[s.get("epoch") for _, _, s in loaded],
                   planned_epochs=[c.train.epochs for c, _, _ in loaded],
                   data_manifest_sha256=results.data_id(root, split),
-                  code_version=checkpoint.code_version())
+                  code_version=checkpoint.code_version(),
+                  **({"data_note": "; ".join(notes)} if notes else {}))
     for view, n_views in view_sets:
         progress = _progress(view, len(indices), say, world.world_size) if say else None
         result[view] = count_errors(models, streams[view], views=n_views, split_len=len(indices),

@@ -102,6 +102,9 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
             + resume.position(epoch, start_step, global_step, steps, cfg.train.epochs))
     log = metrics.MetricsLog(run_dir, resume_step=global_step if resumed_from else None) \
         if world.is_main else None
+    if log is not None and run["data_changed"]:
+        print(f"alexnet train: WARNING: {run['data_changed']}", file=sys.stderr, flush=True)
+        log.log("event", global_step, epoch, event="data_changed", data=run["data"])
     if log is not None and changes:
         allowed = [k for k in changes if k in allow_change]
         log.log("event", global_step, epoch, event="config_changed", changes=changes,
@@ -136,7 +139,7 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
                          optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                          epoch=epoch_done, step=step_in_epoch, global_step=global_step,
                          rng=checkpoint.rng_state(), config=config.to_dict(cfg),
-                         code_version=code_version)
+                         code_version=code_version, data=run["data"])
             checkpoint.save(run_dir, state, global_step, cfg.train.keep_last, milestone)
         clock["window_start"] = time.perf_counter()
 
