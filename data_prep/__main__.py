@@ -99,10 +99,11 @@ def prepare_splits(args, info: dict, params: dict, source: dict, splits) -> None
         print(summary(split, m, out))
 
 
-def run_prep(verb: str, out: str, work) -> int:
-    """work() with prep's errors as one line on stderr and exit status 1; an unusable --out is
-    exit 2 before any work."""
-    from data_prep.files import output_problem
+def run_prep(verb: str, out: str, work, inputs=()) -> int:
+    """work() with prep's errors as one line on stderr and exit status 1; an unusable --out, or
+    one inside `inputs` ((flag, path) pairs), a prepared split or a run, is exit 2 before any
+    work."""
+    from data_prep.files import output_problem, overlap_problem
     from data_prep.imagenet import InputError
     from data_prep.pipeline import PrepError
     from data_prep.shards import WrittenOnce
@@ -111,6 +112,10 @@ def run_prep(verb: str, out: str, work) -> int:
     if problem:
         print(f"alexnet prep {verb}: --out {out}: {problem}: choose another folder",
               file=sys.stderr)
+        return 2
+    problem = overlap_problem(out, "--out", inputs, itself=("dataset",))
+    if problem:
+        print(f"alexnet prep {verb}: {problem}", file=sys.stderr)
         return 2
     try:
         work()
@@ -161,7 +166,7 @@ def main_imagenet(argv) -> int:
                       input=os.path.basename(os.path.abspath(args.input)))
         prepare_splits(args, info, params, source,
                        [s for s in args.splits.split(",") if s in info["splits"]])
-    return run_prep("imagenet", args.out, work)
+    return run_prep("imagenet", args.out, work, [("--input", args.input)])
 
 
 def main_images(argv) -> int:
@@ -196,7 +201,7 @@ def main_images(argv) -> int:
         source = dict(layout="class folders", input=os.path.basename(os.path.abspath(args.input)))
         prepare_splits(args, info, params, source, [s for s in ("train", "val", "test")
                                                     if s in info["splits"]])
-    return run_prep("images", args.out, work)
+    return run_prep("images", args.out, work, [("--input", args.input)])
 
 
 def main_verify(argv) -> int:

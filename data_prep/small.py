@@ -271,6 +271,11 @@ def _main(kind: str, argv) -> int:
     p.add_argument("--download", action="store_true",
                    help="download into --input first with torchvision (never done otherwise)")
     args = p.parse_args(argv)
+    from data_prep.files import overlap_problem
+    problem = overlap_problem(args.out, "--out", [("--input", args.input)], itself=("dataset",))
+    if problem:
+        print(f"alexnet prep {kind}: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.download:
             _download(kind, args.input)

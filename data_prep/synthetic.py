@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.files import output_problem
+from data_prep.files import output_problem, overlap_problem
 from data_prep.synthetic_images import class_design, image_bytes
 
 DEVKIT = "ILSVRC2012_devkit_t12"
@@ -277,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"alexnet prep synthetic: OUT {args.out}: {problem}: choose another folder",
               file=sys.stderr)
+        return 2
+    problem = overlap_problem(args.out, "OUT")
+    if problem:
+        print(f"alexnet prep synthetic: {problem}", file=sys.stderr)
         return 2
     last = [0.0]
 

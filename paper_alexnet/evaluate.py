@@ -262,6 +262,7 @@ def _asks_ten_crop(item: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done; 2 the command cannot start as given (nothing evaluated or written);
     1 the evaluation failed."""
+    from data_prep.files import overlap_problem
     from data_prep.shards import FormatError
     parser = argparse.ArgumentParser(prog="alexnet eval", description="Top-1/top-5 error (§6) "
                                      "with the centre crop and ten crops; several checkpoints = "
@@ -300,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         with preflight.starting():
             if world.is_main:
                 preflight.check_writable(out, "--out" if args.out else "result file")
+                problem = overlap_problem(out, "--out" if args.out else "result file",
+                                          [("--data", args.data)], runs=False)
+                if problem:
+                    raise preflight.StartError(problem)
             check_settings(overrides)
             if args.run_dir is not None:
                 path, warning, line = results.run_checkpoint(args.run_dir)

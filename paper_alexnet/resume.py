@@ -97,6 +97,10 @@ def start(requested, data_root, run_dir: Path, world, allow_change=()) -> dict:
     loaded into them, the first epoch's batches. Errors are one line (preflight.StartError)."""
     from paper_alexnet import data as data_lib   # the input pipeline (owned by data.py)
     from paper_alexnet import model as model_lib
+    from data_prep.files import overlap_problem
+    problem = overlap_problem(run_dir, "--run-dir", [("--data", data_root)], itself=("run",))
+    if problem:
+        raise preflight.StartError(problem)
     found = checkpoint.load_latest(run_dir)      # every rank reads the same newest checkpoint
     cfg, changes, note = resolve_run_config(requested, run_dir,
                                             found[1]["config"] if found else None, allow_change)
