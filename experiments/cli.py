@@ -50,7 +50,8 @@ def _floats(text: str) -> list[float]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared dataset ROOT")
     p.add_argument("--runs", required=True, type=Path, help="folder of the experiment's runs")
-    p.add_argument("--quiet", action="store_true", help="no per-step training output")
+    p.add_argument("--quiet", action="store_true", help="no per-step training output: one line per "
+                   "finished run")
     p.add_argument("--note", default="", help="a sentence for the report, e.g. what the data is "
                    "(default: none)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",

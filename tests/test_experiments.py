@@ -342,3 +342,22 @@ def test_relu_vs_tanh_on_alexnet_end_to_end(imagenet_root, tmp_path):
             (0.0, 0.0, 0.0, False)
         row = _numbers(text, f"{act} | 0.01 | 1 |")
         assert row[5] == f"{100 * _epoch_errors(exp / 'full' / act / 'lr0.01')[-1]:.2f}"
+
+
+def test_quiet_runs_print_one_line_each_as_they_finish(data_root, tmp_path, capsys):
+    """`alexnet experiment … --quiet`: no per-step output, but one line per run when it ends
+    (finished, already finished, diverged), so a long experiment is never silent for hours."""
+    from experiments import runner
+    from faults import SMALL_NET
+    cfg = config.load(None, SMALL_NET + ["train.epochs=1", "train.steps_per_epoch=2"])
+    assert runner.train_run(cfg, data_root, tmp_path / "a", quiet=True)
+    assert runner.train_run(cfg, data_root, tmp_path / "a", quiet=True)
+    bad = config.load(None, SMALL_NET + ["train.epochs=1", "train.steps_per_epoch=2",
+                                         "optim.lr=1e30"])
+    assert not runner.train_run(bad, data_root, tmp_path / "b", quiet=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith(f"{tmp_path / 'a'}: 1 epoch done (step 2), training error ")
+    assert " val top-1 " in lines[0]
+    assert lines[1] == f"{tmp_path / 'a'}: already finished (1 epoch): nothing left to train"
+    assert lines[2].startswith(f"{tmp_path / 'b'}: diverged at step ")
