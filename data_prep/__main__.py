@@ -254,9 +254,45 @@ def main_stats(argv) -> int:
     except FileNotFoundError as e:
         print(f"alexnet prep stats: {e}", file=sys.stderr)
         return 1
+    other = not_ilsvrc(args.root)
+    if other:
+        import numpy as np
+      # Alex's numbers are ILSVRC-2012's: beside CIFAR-10's they would mean nothing
+        alone = dict(channel_mean=ours["mean"].mean(axis=(0, 1)).tolist(),
+                     pca_stdevs=np.sqrt(np.maximum(ours["eigval"], 0)).tolist(),
+                     images=int(ours["images"]), reference=None)
+        print(json.dumps(alone, indent=1) if args.json else stats_alone(alone, other))
+        return 0
     cmp = stats.compare(ours, stats.load_reference())
     print(json.dumps(cmp, indent=1) if args.json else stats_table(ours, cmp))
     return 0
+
+
+def not_ilsvrc(root: str) -> str | None:
+    """What ROOT's train split holds when it was not prepared from ILSVRC by `prep imagenet`
+    ("50,000 images from cifar10"), else None (then Alex's statistics are its reference)."""
+    from data_prep.shards import made_from
+
+    for folder in (os.path.join(root, "train"), root):
+        path = os.path.join(folder, "manifest.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                manifest = json.load(f)
+            source = manifest.get("prep", {}).get("source")
+            return None if isinstance(source, dict) and "year" in source else made_from(manifest)
+    return None
+
+
+def stats_alone(numbers: dict, held: str) -> str:
+    """ROOT's statistics without a reference: Alex's are of ILSVRC-2012 train only."""
+    order = list(reversed(range(len(numbers["pca_stdevs"]))))
+    rows = [(f"mean {c} (0-255)", v) for c, v in
+            zip("RGB" if len(numbers["channel_mean"]) == 3 else "Y", numbers["channel_mean"])]
+    rows += [(f"PCA sqrt(eigval) {k + 1}", numbers["pca_stdevs"][i]) for k, i in enumerate(order)]
+    head = f"ours ({numbers['images']:,} images)"
+    return "\n".join([f"{'':<24}{head:>24}"] + [f"{n:<24}{v:>24.3f}" for n, v in rows] + [
+        f"Not compared with Alex Krizhevsky's statistics: his are of ILSVRC-2012 train, this ROOT "
+        f"holds {held} (prepared by another verb than 'alexnet prep imagenet')."])
 
 
 def main(argv=None) -> int:

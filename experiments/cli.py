@@ -28,7 +28,7 @@ COMMANDS = {
                "difference from the baseline beside the paper's claim."),
     "relu-vs-tanh": ("§3.1 Figure 1",
                      "§3.1, Figure 1: a learning-rate search for each activation (ReLU, tanh) on "
-                     "the four-layer CIFAR-10 net, then the epochs each needs to reach 25%% "
+                     "the four-layer CIFAR-10 net, then the epochs each needs to reach 25% "
                      "training error."),
     "course-notes": ("docs/paper.md §10: Fashion-MNIST at 224, one tower",
                      "docs/paper.md §10: the single-tower, full-width variant of the course notes, "

@@ -116,7 +116,8 @@ def run_checkpoint(run_dir) -> tuple[Path, str | None, str]:
     where = (f"step {step}, in epoch {epoch + 1} of {planned}" if state.get("step")
              else f"step {step}, end of epoch {epoch} of {planned}")
     m = cfg.model
-    line = (f"evaluating {path} ({where}) with the run's own network: {m.arch}, {m.layout}, "
+    layout = "one tower" if m.arch == "cifar10_4layer" else m.layout   # layout: AlexNet's only
+    line = (f"evaluating {path} ({where}) with the run's own network: {m.arch}, {layout}, "
             f"{m.input_size} px, {m.num_classes} classes")
     warning = None
     if path != listed[-1][1]:

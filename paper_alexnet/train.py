@@ -303,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         distributed.shutdown(world)
-    if world.is_main:
+    if world.is_main and result["train_time_s"] == 0:     # no step ran: no rate to give
+        epochs = f"{result['epochs']} epoch" + ("s" if result["epochs"] != 1 else "")
+        print(f"done: nothing left to train ({epochs}, {result['global_step']} steps, done "
+              f"before); run directory {run_dir}")
+    elif world.is_main:
         print(f"done: {result['global_step']} steps, {result['images_per_s']:.1f} images/s "
               f"(training only); run directory {run_dir}")
     return 0

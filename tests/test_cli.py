@@ -80,6 +80,8 @@ def test_every_parser_and_subcommand_has_a_description(monkeypatch):
     parsers = _parsers(monkeypatch)
     assert [prog for prog, p in parsers if not (p.description or "").strip()] == []
     assert all(p.format_help() for _, p in parsers)     # `--help` renders (a stray % would not)
+    # ... and shows no doubled %% (escaping meant for help=, not for description=)
+    assert [prog for prog, p in parsers if "%%" in p.format_help()] == []
     for prog, parser in parsers:
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):

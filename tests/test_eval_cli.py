@@ -105,7 +105,7 @@ def test_results_are_printed_before_writing_with_progress(run, data_root, capsys
     monkeypatch.setattr(results, "write_result", full_disk)
     assert main(["--run-dir", str(run), "--data", data_root, "eval.ten_crop=true"]) == 1
     captured = capsys.readouterr()
-    assert "with the run's own network: cifar10_4layer, two_towers, 64 px, 4 classes" in \
+    assert "with the run's own network: cifar10_4layer, one tower, 64 px, 4 classes" in \
         captured.out
     assert "  center: 16/16 images (100%)" in captured.out and " img/s ETA " in captured.out
     assert "  ten_crop  top-1 error" in captured.out

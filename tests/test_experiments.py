@@ -361,3 +361,20 @@ def test_quiet_runs_print_one_line_each_as_they_finish(data_root, tmp_path, caps
     assert " val top-1 " in lines[0]
     assert lines[1] == f"{tmp_path / 'a'}: already finished (1 epoch): nothing left to train"
     assert lines[2].startswith(f"{tmp_path / 'b'}: diverged at step ")
+
+
+def test_reports_of_the_one_tower_cifar_net_say_what_it_is(data_root, tmp_path):
+    """The Figure 1 net has one tower and is not trained on ILSVRC: its reports neither speak of
+    towers A and B nor set its errors beside ImageNet's Table 2 as "the paper"."""
+    from experiments.runner import train_and_evaluate
+    from faults import SMALL_NET
+    run = tmp_path / "run"
+    cfg = config.load(None, SMALL_NET + ["train.epochs=1", "train.steps_per_epoch=2"])
+    train_and_evaluate(cfg, data_root, run, quiet=True)
+    assert report_cli.main([str(run), "--out", str(tmp_path / "plain")]) == 0
+    text = (tmp_path / "plain" / "report.md").read_text()
+    assert "The paper (" not in text and "Caffe" not in text      # no ILSVRC rows
+    assert "No row of the paper applies" in text and "cifar10_4layer on 4 classes" in text
+    figures.write_report(run, data_root, tmp_path / "fig", queries=2, k=2, max_train=16)
+    fig = (tmp_path / "fig" / "figures.md").read_text()
+    assert "Tower A" not in fig and "tower B" not in fig and "one-tower network" in fig

@@ -177,3 +177,14 @@ def test_resume_position_and_nan_advice_wording(tmp_path):
     assert "The newest checkpoint (step 5) is the last good state" in some
     assert f"alexnet train --run-dir {tmp_path} --data ROOT --allow-change optim.lr " \
            f"optim.lr=0.001" in some
+
+
+def test_a_finished_run_run_again_says_nothing_was_left_to_train(data_root, recipe, tmp_path,
+                                                                  capsys):
+    run = tmp_path / "run"
+    assert main(["--config", recipe, "--data", data_root, "--run-dir", str(run)]) == 0
+    assert " images/s (training only)" in capsys.readouterr().out
+    assert main(["--config", recipe, "--data", data_root, "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "done: nothing left to train (1 epoch, 2 steps, done before)" in out
+    assert "nan" not in out
