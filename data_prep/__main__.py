@@ -81,8 +81,11 @@ def add_prep_options(p: argparse.ArgumentParser) -> None:
 def prepare_splits(args, info: dict, params: dict, source: dict, splits) -> None:
     """Prepare `splits` of a discovered input in order; each later split is checked for files
     identical to those of the earlier ones."""
-    from data_prep.pipeline import prepare_split
+    from data_prep.pipeline import check_split, prepare_split
 
+    for split in splits:  # written once: every split is checked before any is written
+        check_split(os.path.join(args.out, split), info["splits"][split],
+                    dict(params, stats=split == "train"), args.chunk_size)
     done = []
     for split in splits:
         out = os.path.join(args.out, split)
@@ -96,20 +99,29 @@ def prepare_splits(args, info: dict, params: dict, source: dict, splits) -> None
         print(summary(split, m, out))
 
 
-def run_prep(verb: str, out: str, work) -> int:
-    """work() with prep's errors as one line on stderr and exit status 1; an unusable --out is
-    exit 2 before any work."""
-    from data_prep.files import output_problem
+def run_prep(verb: str, out: str, work, inputs=()) -> int:
+    """work() with prep's errors as one line on stderr and exit status 1; an unusable --out, or
+    one inside `inputs` ((flag, path) pairs), a prepared split or a run, is exit 2 before any
+    work."""
+    from data_prep.files import output_problem, overlap_problem
     from data_prep.imagenet import InputError
     from data_prep.pipeline import PrepError
+    from data_prep.shards import WrittenOnce
 
     problem = output_problem(out)
     if problem:
         print(f"alexnet prep {verb}: --out {out}: {problem}: choose another folder",
               file=sys.stderr)
         return 2
+    problem = overlap_problem(out, "--out", inputs, itself=("dataset",))
+    if problem:
+        print(f"alexnet prep {verb}: {problem}", file=sys.stderr)
+        return 2
     try:
         work()
+    except WrittenOnce as e:  # nothing was changed: a bad command line
+        print(f"alexnet prep {verb}: {e}", file=sys.stderr)
+        return 2
     except (InputError, PrepError) as e:
         print(f"alexnet prep {verb}: {e}", file=sys.stderr)
         return 1
@@ -154,7 +166,7 @@ def main_imagenet(argv) -> int:
                       input=os.path.basename(os.path.abspath(args.input)))
         prepare_splits(args, info, params, source,
                        [s for s in args.splits.split(",") if s in info["splits"]])
-    return run_prep("imagenet", args.out, work)
+    return run_prep("imagenet", args.out, work, [("--input", args.input)])
 
 
 def main_images(argv) -> int:
@@ -189,7 +201,7 @@ def main_images(argv) -> int:
         source = dict(layout="class folders", input=os.path.basename(os.path.abspath(args.input)))
         prepare_splits(args, info, params, source, [s for s in ("train", "val", "test")
                                                     if s in info["splits"]])
-    return run_prep("images", args.out, work)
+    return run_prep("images", args.out, work, [("--input", args.input)])
 
 
 def main_verify(argv) -> int:
@@ -242,9 +254,45 @@ def main_stats(argv) -> int:
     except FileNotFoundError as e:
         print(f"alexnet prep stats: {e}", file=sys.stderr)
         return 1
+    other = not_ilsvrc(args.root)
+    if other:
+        import numpy as np
+      # Alex's numbers are ILSVRC-2012's: beside CIFAR-10's they would mean nothing
+        alone = dict(channel_mean=ours["mean"].mean(axis=(0, 1)).tolist(),
+                     pca_stdevs=np.sqrt(np.maximum(ours["eigval"], 0)).tolist(),
+                     images=int(ours["images"]), reference=None)
+        print(json.dumps(alone, indent=1) if args.json else stats_alone(alone, other))
+        return 0
     cmp = stats.compare(ours, stats.load_reference())
     print(json.dumps(cmp, indent=1) if args.json else stats_table(ours, cmp))
     return 0
+
+
+def not_ilsvrc(root: str) -> str | None:
+    """What ROOT's train split holds when it was not prepared from ILSVRC by `prep imagenet`
+    ("50,000 images from cifar10"), else None (then Alex's statistics are its reference)."""
+    from data_prep.shards import made_from
+
+    for folder in (os.path.join(root, "train"), root):
+        path = os.path.join(folder, "manifest.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                manifest = json.load(f)
+            source = manifest.get("prep", {}).get("source")
+            return None if isinstance(source, dict) and "year" in source else made_from(manifest)
+    return None
+
+
+def stats_alone(numbers: dict, held: str) -> str:
+    """ROOT's statistics without a reference: Alex's are of ILSVRC-2012 train only."""
+    order = list(reversed(range(len(numbers["pca_stdevs"]))))
+    rows = [(f"mean {c} (0-255)", v) for c, v in
+            zip("RGB" if len(numbers["channel_mean"]) == 3 else "Y", numbers["channel_mean"])]
+    rows += [(f"PCA sqrt(eigval) {k + 1}", numbers["pca_stdevs"][i]) for k, i in enumerate(order)]
+    head = f"ours ({numbers['images']:,} images)"
+    return "\n".join([f"{'':<24}{head:>24}"] + [f"{n:<24}{v:>24.3f}" for n, v in rows] + [
+        f"Not compared with Alex Krizhevsky's statistics: his are of ILSVRC-2012 train, this ROOT "
+        f"holds {held} (prepared by another verb than 'alexnet prep imagenet')."])
 
 
 def main(argv=None) -> int:

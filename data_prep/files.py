@@ -49,3 +49,45 @@ def output_problem(path, what: str = "folder") -> str | None:
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{probe} is not writable"
     return None
+
+
+def _prepared_split(folder: str) -> bool:
+    return all(os.path.isfile(os.path.join(folder, n)) for n in ("manifest.json", "index.npz"))
+
+
+def _run_dir(folder: str) -> bool:
+    """A run directory of `alexnet train` (docs/ARCHITECTURE.md, "A run directory")."""
+    return os.path.isfile(os.path.join(folder, "config.yaml")) and (
+        os.path.isdir(os.path.join(folder, "checkpoints"))
+        or os.path.isfile(os.path.join(folder, "metrics.jsonl")))
+
+
+def overlap_problem(path, flag: str, inputs=(), itself=(), runs: bool = True) -> str | None:
+    """Why writing the output `path` (given as `flag`) would write into something else, or None:
+    into one of `inputs` ((flag, path) pairs being read), into a prepared split or dataset, or,
+    with `runs`, into a run directory. `itself`: what `path` itself may already be, because the
+    command continues it: "dataset" (a prep re-run on its ROOT), "run" (a resumed run). Checked
+    before any work, like output_problem: a dataset nested in a split, shards written into raw
+    images, a run inside a dataset all look fine until something reads them."""
+    path = os.path.realpath(os.fspath(path))
+    for in_flag, source in inputs:
+        source = os.path.realpath(os.fspath(source))
+        if path == source or path.startswith(source.rstrip(os.sep) + os.sep):
+            where = "is" if path == source else "is inside"
+            return f"{flag} {path} {where} {in_flag} {source}, which it reads: write elsewhere"
+    folder = path
+    while True:
+        own = folder == path
+        if _prepared_split(folder):
+            return (f"{flag} {path} {'is' if own else 'is inside'} the prepared split {folder}: "
+                    f"write outside any prepared dataset")
+        if _prepared_split(os.path.join(folder, "train")) and not (own and "dataset" in itself):
+            return (f"{flag} {path} {'is' if own else 'is inside'} the prepared dataset {folder}: "
+                    f"write outside it")
+        if runs and _run_dir(folder) and not (own and "run" in itself):
+            return (f"{flag} {path} {'is' if own else 'is inside'} the run directory {folder}: "
+                    f"write outside it")
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent

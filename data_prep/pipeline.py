@@ -41,7 +41,7 @@ from data_prep.imagenet import read_source
 from data_prep.progress import Progress
 from data_prep.resize import resize_center_crop
 from data_prep.files import npz_bytes, write_atomic
-from data_prep.shards import MANIFEST, STATS, ShardWriter, read_manifest
+from data_prep.shards import STATS, ShardWriter, WrittenOnce, existing_split
 
 PARTS = ".parts"
 FAILURES = ("rejected", "skipped", "missing")  # anomaly kinds counted against --max-failures
@@ -166,6 +166,23 @@ def output_plan(plan: dict) -> dict:
     return {k: v for k, v in plan.items() if k != "chunk_size"}
 
 
+def check_split(out_dir: str, items: list, params: dict, chunk_size: int) -> dict | None:
+    """shards.existing_split for this prep: the manifest of an identical split already at
+    `out_dir` (nothing to do), None (write it, or resume an unfinished prep of the same inputs
+    and options), or WrittenOnce. `alexnet prep` checks every split before writing any, so that a
+    refusal changes nothing."""
+    plan = json.loads(json.dumps(plan_of(items, params, chunk_size)))  # as it reads back
+    manifest = existing_split(out_dir, lambda m: m["prep"].get("plan") == output_plan(plan))
+    parts = os.path.join(out_dir, PARTS)
+    plan_file = os.path.join(parts, "plan.json")
+    if manifest is None and os.path.exists(plan_file):
+        with open(plan_file) as f:
+            if json.load(f) != plan:
+                raise WrittenOnce(f"the unfinished prep in {parts} was started with other inputs "
+                                  f"or options: re-run with the same ones, or delete {parts}")
+    return manifest
+
+
 def disk_full(e: OSError, out_dir: str, done: int, total: int) -> PrepError:
     return PrepError(f"disk full while writing {out_dir} ({e}): free some space and re-run the "
                      f"same command; {done} of {total} chunks are finished and will be kept")
@@ -211,24 +228,16 @@ def prepare_split(out_dir: str, items: list, classes: list, params: dict, *, ski
     out_dir = os.fspath(out_dir)
     parts = os.path.join(out_dir, PARTS)
     plan = json.loads(json.dumps(plan_of(items, params, chunk_size)))  # as it reads back
-    if os.path.exists(os.path.join(out_dir, MANIFEST)):
-        manifest = read_manifest(out_dir)
-        if manifest["prep"].get("plan") == output_plan(plan):
-            if os.path.isdir(parts):  # killed while removing the parts after a complete merge
-                shutil.rmtree(parts)
-            print(f"{label}: {out_dir} is already complete ({manifest['count']} images)")
-            return manifest
-    if os.path.exists(os.path.join(out_dir, MANIFEST)) and not os.path.isdir(parts):
-        raise PrepError(f"{out_dir} already holds a prepared split made from other inputs or "
-                        f"options: choose another output directory or delete it")
+    manifest = check_split(out_dir, items, params, chunk_size)
+    if manifest is not None:
+        if os.path.isdir(parts):  # killed while removing the parts after a complete merge
+            shutil.rmtree(parts)
+        print(f"{label}: {out_dir} is already complete ({manifest['count']:,} images prepared "
+              f"from the same inputs and options): nothing written")
+        return manifest
     os.makedirs(parts, exist_ok=True)
     plan_file = os.path.join(parts, "plan.json")
-    if os.path.exists(plan_file):
-        with open(plan_file) as f:
-            if json.load(f) != plan:
-                raise PrepError(f"the unfinished prep in {parts} was started with other inputs "
-                                f"or options: re-run with the same ones, or delete {parts}")
-    else:
+    if not os.path.exists(plan_file):
         write_atomic(plan_file, json.dumps(plan, sort_keys=True).encode())
     chunks = [items[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
     check_unchanged(parts, chunks)

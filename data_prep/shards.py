@@ -48,6 +48,59 @@ class FormatError(Exception):
     """A prepared split directory is missing, incomplete, or does not match its manifest."""
 
 
+class WrittenOnce(Exception):
+    """§2 prepared data is written once (docs/ARCHITECTURE.md decision 4): the output already holds
+    a split made from other inputs or options, or files that are not a prepared split, which this
+    prep would replace. Nothing was changed; the message names the folder and the way out."""
+
+
+# What a writer leaves in a split directory, finished or not (anything else is someone's data).
+OWN_NAMES = (MANIFEST, INDEX, CLASSES, STATS, "sources.npz", ".parts")
+
+
+def _own(name: str) -> bool:
+    base = name[:-len(".tmp")] if name.endswith(".tmp") else name
+    return base in OWN_NAMES or (base.startswith("shard-") and base.endswith(".bin"))
+
+
+def made_from(manifest: dict) -> str:
+    """'50,000 images from cifar10': what a prepared split holds, in a few words."""
+    source = manifest.get("prep", {}).get("source")
+    if isinstance(source, dict):
+        source = " ".join(str(source[k]) for k in ("layout", "input") if source.get(k))
+    return f"{manifest.get('count', 0):,} images" + (f" from {source}" if source else "")
+
+
+def existing_split(out_dir, same) -> dict | None:
+    """Whether a prep may write the split `out_dir` (checked before it writes anything): None when
+    nothing complete is there (write it, or finish an interrupted write); the manifest when a
+    complete split is there and `same(manifest)` says it was made from the same inputs and options
+    (leave it as it is). WrittenOnce when it holds a split made from other inputs or options, or
+    files that are not ours."""
+    out_dir = os.fspath(out_dir)
+    if not os.path.isdir(out_dir):
+        if os.path.exists(out_dir):
+            raise WrittenOnce(f"{out_dir} exists and is not a folder: choose another --out")
+        return None
+    if os.path.exists(os.path.join(out_dir, MANIFEST)):
+        try:
+            manifest = read_manifest(out_dir)
+        except FormatError as e:
+            raise WrittenOnce(f"{out_dir} holds a damaged prepared split ({e}); delete it and "
+                              f"run the same command again") from None
+        if same(manifest):
+            return manifest
+        raise WrittenOnce(f"{out_dir} already holds a prepared split made from other inputs or "
+                          f"options ({made_from(manifest)}); prepared data is written once: "
+                          f"choose another --out, or delete {out_dir} to replace it")
+    foreign = sorted(n for n in os.listdir(out_dir) if not _own(n))
+    if foreign:
+        raise WrittenOnce(f"{out_dir} holds files that are not a prepared split ({foreign[0]}"
+                          f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}): "
+                          f"choose another --out")
+    return None
+
+
 def shard_name(k: int) -> str:
     return f"shard-{k:05d}.bin"
 
@@ -92,8 +145,9 @@ class ShardWriter:
         self.classes = [(str(w), str(n)) for w, n in classes]
         self.shard_bytes = int(shard_bytes)
         os.makedirs(self.out_dir, exist_ok=True)
-        if os.path.exists(os.path.join(self.out_dir, MANIFEST)):
-            os.remove(os.path.join(self.out_dir, MANIFEST))  # being rewritten: not complete
+        if os.path.exists(os.path.join(self.out_dir, MANIFEST)):   # written once: never replaced
+            raise WrittenOnce(f"{self.out_dir} already holds a complete prepared split; prepared "
+                              f"data is written once: write elsewhere, or delete it first")
         for f in os.listdir(self.out_dir):  # shards of an earlier, abandoned write
             if f.startswith("shard-") and f.endswith((".bin", ".bin.tmp")):
                 os.remove(os.path.join(self.out_dir, f))

@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from data_prep.shards import write_split
+from data_prep.shards import WrittenOnce, existing_split, write_split
 
 CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
 CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "val": ["test_batch"]}
@@ -221,13 +221,29 @@ def load_fashion_mnist(folder: str) -> dict:
 
 
 # ------------------------------------------------------------------------------- prepared output
+def _params(dataset: dict, source_name: str, split: str) -> dict:
+    """What a split is made from (its manifest's "prep"): the source, each input file's SHA-256."""
+    return {"source": source_name, "input_sha256": dataset["source"],
+            "split": "official test set" if split == "val" else "official train set"}
+
+
 def write_prepared(root: str, dataset: dict, source_name: str) -> dict:
-    """ROOT/train (with stats.npz) and ROOT/val, raw uint8 shards; returns {split: manifest}."""
+    """ROOT/train (with stats.npz) and ROOT/val, raw uint8 shards; returns {split: manifest}.
+    Written once: a split already made from the same input files is left as it is (its manifest
+    gets "unchanged": True here); a ROOT holding another split raises shards.WrittenOnce before
+    anything is written."""
     manifests = {}
     for split in ("train", "val"):
+        params = _params(dataset, source_name, split)
+        held = existing_split(os.path.join(os.fspath(root), split),
+                              lambda m, params=params: m["prep"] == params)
+        if held is not None:
+            manifests[split] = dict(held, unchanged=True)
+    for split in ("train", "val"):
+        if split in manifests:
+            continue
         images, labels, names = dataset[split]
-        params = {"source": source_name, "input_sha256": dataset["source"],
-                  "split": "official test set" if split == "val" else "official train set"}
+        params = _params(dataset, source_name, split)
         manifests[split] = write_split(
             os.path.join(os.fspath(root), split),
             ((image, int(label), name) for image, label, name in zip(images, labels, names)),
@@ -255,17 +271,27 @@ def _main(kind: str, argv) -> int:
     p.add_argument("--download", action="store_true",
                    help="download into --input first with torchvision (never done otherwise)")
     args = p.parse_args(argv)
+    from data_prep.files import overlap_problem
+    problem = overlap_problem(args.out, "--out", [("--input", args.input)], itself=("dataset",))
+    if problem:
+        print(f"alexnet prep {kind}: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.download:
             _download(kind, args.input)
         dataset = load_cifar10(args.input) if kind == "cifar10" else load_fashion_mnist(args.input)
         manifests = write_prepared(args.out, dataset, kind)
+    except WrittenOnce as e:  # nothing was changed: a bad command line
+        print(f"alexnet prep {kind}: {e}", file=sys.stderr)
+        return 2
     except SmallDataError as e:
         print(f"alexnet prep {kind}: {e}", file=sys.stderr)
         return 1
     for split, m in manifests.items():
         print(f"{kind}: {os.path.join(args.out, split)}: {m['count']} images "
-              f"{tuple(m['image_shape'])}, {m['num_classes']} classes")
+              f"{tuple(m['image_shape'])}, {m['num_classes']} classes"
+              + ("; already prepared from the same input files: nothing written"
+                 if m.get("unchanged") else ""))
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import json
 import os
 import struct
 import sys
@@ -23,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.files import output_problem
+from data_prep.files import output_problem, overlap_problem
 from data_prep.synthetic_images import class_design, image_bytes
 
 DEVKIT = "ILSVRC2012_devkit_t12"
+RECORD = "synthetic.json"   # the options OUT was generated with, and whether it is complete
 TAR_MTIME = 1335830400  # 2012-05-01, fixed so that tars are byte-identical from run to run
 
 
@@ -156,10 +158,37 @@ def _encoded(jobs: list, workers: int, progress):
             pool.terminate()
 
 
+def held_options(out: Path, options: dict) -> bool:
+    """Written once: True when `out` already holds the complete dataset of `options`; False when
+    it is empty, absent, or an unfinished generation of the same options (which is redone: the
+    bytes are deterministic). ValueError, before anything is written, when it holds another
+    dataset or files that are not ours."""
+    record = out / RECORD
+    if record.is_file():
+        try:
+            held = json.loads(record.read_text())
+            old = held["options"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ValueError(f"{record} is damaged: delete {out} and run the same command "
+                             f"again") from None
+        if old != options:
+            differ = ", ".join(f"{k} {old.get(k)!r}" for k in options if old.get(k) != options[k])
+            raise ValueError(f"{out} already holds a synthetic dataset made with other options "
+                             f"({differ}); it is written once: choose another OUT, or delete "
+                             f"{out} to replace it")
+        return bool(held.get("complete"))
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty and was not written by 'alexnet prep synthetic': "
+                         f"choose another (empty or new) OUT")
+    return False
+
+
 def generate(out: str | Path, classes: int = 10, train_per_class: int = 160,
              val_per_class: int = 50, layout: str = "folders", seed: int = 0,
              anomalies: bool = False, workers: int = 1, progress=None) -> dict:
-    """Write the dataset under `out`; returns a summary (counts, anomalies, seconds)."""
+    """Write the dataset under `out`; returns a summary (counts, anomalies, seconds, and
+    "unchanged": True when `out` already held exactly this dataset, which is then left as it
+    is). Another dataset or foreign files in `out`: ValueError, nothing written."""
     if classes < 2 or train_per_class < 1 or val_per_class < 1:
         raise ValueError(f"synthetic dataset needs >= 2 classes and >= 1 image per class and "
                          f"split, got classes={classes}, train={train_per_class}, "
@@ -167,8 +196,16 @@ def generate(out: str | Path, classes: int = 10, train_per_class: int = 160,
     if layout not in ("folders", "tars"):
         raise ValueError(f"layout {layout!r} is not one of folders, tars")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    options = dict(classes=classes, train_per_class=train_per_class, val_per_class=val_per_class,
+                   layout=layout, seed=seed, anomalies=anomalies)
     plan = anomaly_plan(classes, train_per_class, val_per_class) if anomalies else {}
+    summary = {"root": str(out), "layout": layout, "classes": classes,
+               "train": classes * train_per_class, "val": classes * val_per_class,
+               "anomalies": {f"{s}/{wnid(c)}#{k}": a for (s, c, k), a in plan.items()}}
+    if held_options(out, options):
+        return dict(summary, unchanged=True, seconds=0.0, images_per_second=0.0)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RECORD).write_text(json.dumps(dict(options=options, complete=False)) + "\n")
     start = time.perf_counter()
     order = val_order(seed, classes, val_per_class)
     jobs = [(seed, "train", c, k, classes, plan.get(("train", c, k)))
@@ -207,11 +244,10 @@ def generate(out: str | Path, classes: int = 10, train_per_class: int = 160,
             for name, data in devkit.items():
                 _add(tar, f"{DEVKIT}/{name}", data)
     images.close()
+    (out / RECORD).write_text(json.dumps(dict(options=options, complete=True)) + "\n")
     seconds = time.perf_counter() - start
-    return {"root": str(out), "layout": layout, "classes": classes,
-            "train": classes * train_per_class, "val": classes * val_per_class,
-            "anomalies": {f"{s}/{wnid(c)}#{k}": a for (s, c, k), a in plan.items()},
-            "seconds": round(seconds, 2), "images_per_second": round(len(jobs) / seconds, 1)}
+    return dict(summary, unchanged=False, seconds=round(seconds, 2),
+                images_per_second=round(len(jobs) / seconds, 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alexnet prep synthetic: OUT {args.out}: {problem}: choose another folder",
               file=sys.stderr)
         return 2
+    problem = overlap_problem(args.out, "OUT")
+    if problem:
+        print(f"alexnet prep synthetic: {problem}", file=sys.stderr)
+        return 2
     last = [0.0]
 
     def progress(done, total):
@@ -260,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alexnet prep synthetic: {err}; fix it and run the same command again (the output "
               "is deterministic)", file=sys.stderr)
         return 1
+    if summary["unchanged"]:
+        print(f"synthetic: {args.out} already holds these {summary['train']} train + "
+              f"{summary['val']} val images (same options): nothing written")
+        return 0
     print(f"synthetic: wrote {summary['train']} train + {summary['val']} val images of "
           f"{summary['classes']} classes ({summary['layout']}) to {summary['root']} in "
           f"{summary['seconds']} s ({summary['images_per_second']} images/s)")

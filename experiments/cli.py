@@ -29,12 +29,12 @@ COMMANDS = {
                "tabulate each variant's difference from the baseline beside the paper's claim."),
     "relu-vs-tanh": ("§3.1 Figure 1",
                      "§3.1, Figure 1: a learning-rate choice for each activation (ReLU, tanh) on "
-                     "the four-layer CIFAR-10 net (a grid search, a race to 25%%, or given "
-                     "rates), then runs for each seed that stop at 25%% training error, and the "
-                     "epochs each needed (first epoch at or below 25%% and interpolated)."),
+                     "the four-layer CIFAR-10 net (a grid search, a race to 25%, or given "
+                     "rates), then runs for each seed that stop at 25% training error, and the "
+                     "epochs each needed (first epoch at or below 25% and interpolated)."),
     "relu-factors": ("Figure 1: one table of factors from relu-vs-tanh experiments",
                      "Figure 1's factors: read relu-vs-tanh experiment folders (the first is the "
-                     "baseline) and write one table: factor -> epochs to 25%% for ReLU and tanh "
+                     "baseline) and write one table: factor -> epochs to 25% for ReLU and tanh "
                      "-> speed-up. Trains nothing."),
     "course-notes": ("docs/paper.md §10: Fashion-MNIST at 224, one tower",
                      "docs/paper.md §10: the single-tower, full-width variant of the course notes, "
@@ -82,7 +82,8 @@ def _seeds(text: str) -> list[int]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared dataset ROOT")
     p.add_argument("--runs", required=True, type=Path, help="folder of the experiment's runs")
-    p.add_argument("--quiet", action="store_true", help="no per-step training output")
+    p.add_argument("--quiet", action="store_true", help="no per-step training output: one line per "
+                   "finished run")
     p.add_argument("--note", default="", help="a sentence for the report, e.g. what the data is "
                    "(default: none)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",

@@ -190,13 +190,17 @@ def figure3(checkpoint_path, out_dir) -> dict:
 
 def figure3_text(f3: dict) -> list[str]:
     """The markdown of Figure 3: the kernels, the score's table and strip plot, the verdict."""
+    two = set(f3["towers"]) == {"tower_a", "tower_b"}
+    whose = ("Tower A's kernels above tower B's." if two else
+             "The conv1 kernels of this one-tower network; the paper's contrast between its two "
+             "towers' kernels (§6.1) needs the two-tower net.")
     lines = ["## Figure 3: conv1 kernels", "", f"![conv1 kernels]({f3['png']})", "",
-             "Tower A's kernels above tower B's. Colour specificity per kernel (docs/"
-             "experiments.md, \"Colour specificity\"): 0 = grey (the same filter on R, G and B), "
-             "and 0 on average for random kernels; 2/3 = one channel only; 1 = an opponent pair "
-             "(R = −G). The paper: one tower \"largely colour-agnostic\", the other \"largely "
-             "colour-specific\" (§6.1). \"initial\" is the same tower before training (the "
-             "run's config and seed).", ""]
+             whose + " Colour specificity per kernel (docs/experiments.md, \"Colour "
+             "specificity\"): 0 = grey (the same filter on R, G and B), and 0 on average for "
+             "random kernels; 2/3 = one channel only; 1 = an opponent pair (R = −G). The paper: "
+             "one tower \"largely colour-agnostic\", the other \"largely colour-specific\" "
+             "(§6.1). \"initial\" is the same tower before training (the run's config and seed).",
+             ""]
     rows = [[n, when, d["kernels"], report.num(d["mean"], 3), report.num(d["q1"], 3),
              report.num(d["median"], 3), report.num(d["q3"], 3)]
             for n, t in f3["towers"].items() for when, d in (("initial", t["initial"]),

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import time
 import traceback
 from pathlib import Path
 
@@ -66,22 +67,41 @@ def between_runs():
 
 def train_run(cfg: config.RunConfig, data_root, run_dir, quiet: bool = False,
               callbacks=()) -> bool:
-    """Train (or resume, or skip if finished) one run; False if it diverged (NaN loss).
-    `callbacks`: the training loop's (paper_alexnet/callbacks.py), e.g. a stop at a target."""
+    """Train (or resume, or skip if finished) one run; False if it diverged (NaN loss). With
+    `quiet` (no per-step output) one line per run says how it ended, so that a long experiment
+    is not silent for hours. `callbacks`: the training loop's (paper_alexnet/callbacks.py), e.g.
+    a stop at a target."""
     from paper_alexnet import train
     for stop in _between_runs:
         if stop.requested:
             raise preemption.Preempted(stop.signal_name, None)
     run_dir = Path(run_dir)
+    say = print if quiet else (lambda *a, **k: None)
     if (run_dir / DIVERGED).is_file():
+        say(f"{run_dir}: diverged in an earlier attempt ({DIVERGED}): skipped", flush=True)
         return False
+    start = time.perf_counter()
     try:
-        train.train(cfg, data_root, run_dir, quiet=quiet, callbacks=callbacks)
+        summary = train.train(cfg, data_root, run_dir, quiet=quiet, callbacks=callbacks)
     except train.NonFiniteLoss as err:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / DIVERGED).write_text(f"{err}\n")
+        say(f"{run_dir}: diverged at step {err.step} (NaN or infinite loss)", flush=True)
         return False
+    say(finished_line(run_dir, summary, time.perf_counter() - start, cfg), flush=True)
     return True
+
+
+def finished_line(run_dir, summary: dict, seconds: float, cfg) -> str:
+    """'RUN: 2 epochs done (step 4), training error 71.2%, val top-1 68.8% (3s)'."""
+    epochs = f"{summary['epochs']} epoch" + ("s" if summary["epochs"] != 1 else "")
+    if summary["train_time_s"] == 0:
+        return f"{run_dir}: already finished ({epochs}): nothing left to train"
+    val = summary.get("val") or {}
+    return (f"{run_dir}: {epochs} done (step {summary['global_step']}), "
+            f"training error {100 * summary['train_error']:.1f}%"
+            + (f", {cfg.schedule.signal_split} top-1 {100 * val['top1']:.1f}%" if val else "")
+            + f" ({metrics.format_duration(seconds)})")
 
 
 def final_checkpoint(run_dir) -> Path:

@@ -39,6 +39,33 @@ def _pooled(size: int) -> int:
     return math.ceil((size - 3) / 2) + 1
 
 
+# (name, kernel, output channels, pooling after it) of the conv layers, then the fc widths.
+CONVS = (("conv1", 5, 32, "maxpool"), ("conv2", 5, 32, "avgpool"), ("conv3", 5, 64, "avgpool"))
+
+
+def layers(cfg: ModelConfig) -> list[dict]:
+    """One row per layer: name, what it is, output shape (C, H, W) or (features,) after its
+    pooling, parameters and multiply-adds per image (what `alexnet summary` prints for
+    model.arch=cifar10_4layer). Arithmetic only; tests check it against the built network."""
+    rows, channels, side = [], cfg.in_channels, cfg.input_size
+    for name, kernel, width, pool in CONVS:
+        macs = side * side * kernel * kernel * channels * width     # 'same' padding, stride 1
+        params = kernel * kernel * channels * width + width
+        side = _pooled(side)
+        if side < 1:
+            raise ConfigError(f"model.input_size: {cfg.input_size} is too small for three 3/2 "
+                              f"poolings (use 32 for CIFAR-10)")
+        rows.append(dict(name=name, what=f"{kernel}×{kernel}/1 pad 2, {cfg.activation}, "
+                         f"{pool} 3/2", output=(width, side, side), params=params, macs=macs))
+        channels = width
+    features = channels * side * side
+    for name, width, then in (("fc64", 64, f", {cfg.activation}"), ("fc10", cfg.num_classes, "")):
+        rows.append(dict(name=name, what=f"fully connected{then}", output=(width,),
+                         params=features * width + width, macs=features * width))
+        features = width
+    return rows
+
+
 class Figure1Net(nn.Module):
     """The Figure 1 network: `Figure1Net(ModelConfig(arch="cifar10_4layer", activation="tanh"))`."""
 

@@ -376,6 +376,10 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfi
     """The config of a run: defaults (the paper) <- YAML file <- command-line overrides. An error
     says where the bad value came from: the command line (naming the override) or the file."""
     values = read_yaml(path) if path is not None else {}
+    if "demo" in values and isinstance(values.get("demo"), dict):
+        raise ConfigError(f"{find_config(path)} holds the demo's own settings (its demo: section "
+                          f"sizes the synthetic dataset), not a run recipe: run `alexnet demo` "
+                          f"(`alexnet demo --recipe FILE` for a copy you edited)", "demo")
     return build_with_overrides(cls, values, overrides, path)
 
 

@@ -40,8 +40,8 @@ INPUT_KEYS = ("data.mean", "data.geometry", "model.input_size", "model.in_channe
               "model.num_classes")
 HOLDOUT_KEYS = ("schedule.signal_split", "data.holdout")
 # What `alexnet eval` may set (key=value): how the evaluation runs, never what the network is.
-EVAL_SETTINGS = ("data.workers", "data.backend", "eval.batch_size", "model.devices",
-                 "train.precision", "train.channels_last")
+EVAL_SETTINGS = ("data.workers", "data.backend", "eval.batch_size", "eval.ten_crop",
+                 "model.devices", "train.precision", "train.channels_last")
 PROGRESS_EVERY_S = 10.0
 
 
@@ -179,9 +179,10 @@ def _progress(view: str, total: int, say, world_size: int):
     return update
 
 
-def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool = True,
+def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool | None = None,
              batch_size: int | None = None, devices=None, overrides=(), say=None) -> dict:
     """§6 errors of one checkpoint, or of the softmax-averaged ensemble of several.
+    `ten_crop`: None follows the (first) checkpoint's eval.ten_crop after `overrides`;
     `overrides`: EVAL_SETTINGS as key=value; `say`: where progress lines go (None: nowhere).
     Start-up problems (data, classes, devices, members that disagree) raise preflight.StartError
     before any image is evaluated."""
@@ -203,6 +204,12 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool = True,
         cfg = config.build_with_overrides(config.RunConfig, config.to_dict(loaded[0][0]),
                                           list(overrides) + ([f"eval.batch_size={batch_size}"]
                                                              if batch_size is not None else []))
+        if ten_crop is None:
+            ten_crop = cfg.eval.ten_crop
+        if ten_crop and cfg.data.geometry == "resize":
+            raise preflight.StartError("ten crops need data.geometry=crop: this network was "
+                                       "trained on resized images, which have one view; "
+                                       "evaluate the centre crop (--no-ten-crop)")
         models = [m for _, m, _ in loaded]
         _, indices = data_lib.split_indices(root, split, cfg)
         view_sets = [("center", 1)] + ([("ten_crop", 10)] if ten_crop else [])
@@ -210,13 +217,19 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool = True,
                                                world_size=world.world_size,
                                                device=models[0].input_device)
                    for view, _ in view_sets}      # built now: their errors raise before any work
+    notes = [results.data_change(s.get("data"), root, Path(p).name)
+             for p, (_, _, s) in zip(checkpoints, loaded)]
+    notes = [n for n in notes if n]
+    for note in notes if world.is_main else ():   # loudly, not refused: still these nets' errors
+        print(f"alexnet eval: WARNING: {note}", file=sys.stderr, flush=True)
     dtype = resolve_precision(cfg, models[0].input_device)
     result = dict(split=split, images=len(indices), checkpoints=[str(p) for p in checkpoints],
                   steps=[s.get("global_step") for _, _, s in loaded],
                   epochs=[s.get("epoch") for _, _, s in loaded],
                   planned_epochs=[c.train.epochs for c, _, _ in loaded],
                   data_manifest_sha256=results.data_id(root, split),
-                  code_version=checkpoint.code_version())
+                  code_version=checkpoint.code_version(),
+                  **({"data_note": "; ".join(notes)} if notes else {}))
     for view, n_views in view_sets:
         progress = _progress(view, len(indices), say, world.world_size) if say else None
         result[view] = count_errors(models, streams[view], views=n_views, split_len=len(indices),
@@ -236,9 +249,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _asks_ten_crop(item: str) -> bool:
+    """True for an override that sets eval.ten_crop=true (a bad value is refused later)."""
+    if item.split("=", 1)[0].strip() != "eval.ten_crop":
+        return False
+    try:
+        return config.load(None, [item]).eval.ten_crop
+    except config.ConfigError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done; 2 the command cannot start as given (nothing evaluated or written);
     1 the evaluation failed."""
+    from data_prep.files import overlap_problem
     from data_prep.shards import FormatError
     parser = argparse.ArgumentParser(prog="alexnet eval", description="Top-1/top-5 error (§6) "
                                      "with the centre crop and ten crops; several checkpoints = "
@@ -251,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="prepared dataset ROOT (default: $ALEXNET_DATA)")
     parser.add_argument("--split", default="val", help="prepared split to evaluate on "
                         "(default: %(default)s)")
-    parser.add_argument("--no-ten-crop", action="store_true", help="centre crop only")
+    parser.add_argument("--no-ten-crop", action="store_true", help="centre crop only; same as "
+                        "eval.ten_crop=false (default: the checkpoint's eval.ten_crop)")
     parser.add_argument("--batch-size", type=_positive, help="images per batch (default: the "
                         "checkpoint's eval.batch_size); same as eval.batch_size=N")
     parser.add_argument("--device", help="where the networks run (cpu, cuda:0, …); same as "
@@ -264,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no prepared data: pass --data ROOT or set ALEXNET_DATA")
     if args.run_dir is None and args.out is None:
         parser.error("with --checkpoint, name the result file with --out FILE")
-    overrides = list(args.overrides) + ([f"model.devices=[{args.device}]"] if args.device else [])
+    if args.no_ten_crop and any(_asks_ten_crop(o) for o in args.overrides):
+        parser.error("--no-ten-crop contradicts eval.ten_crop=true: give one of them")
+    overrides = (list(args.overrides) + ([f"model.devices=[{args.device}]"] if args.device else [])
+                 + (["eval.ten_crop=false"] if args.no_ten_crop else []))
     out = Path(args.out) if args.out else Path(args.run_dir) / "result.json"
     world = distributed.init_from_env()
     say = print if world.is_main else None
@@ -273,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         with preflight.starting():
             if world.is_main:
                 preflight.check_writable(out, "--out" if args.out else "result file")
+                problem = overlap_problem(out, "--out" if args.out else "result file",
+                                          [("--data", args.data)], runs=False)
+                if problem:
+                    raise preflight.StartError(problem)
             check_settings(overrides)
             if args.run_dir is not None:
                 path, warning, line = results.run_checkpoint(args.run_dir)
@@ -285,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                         raise preflight.StartError(f"--checkpoint {p} does not exist")
         if warning and world.is_main:
             print(f"alexnet eval: WARNING: {warning}", file=sys.stderr, flush=True)
-        result = evaluate(checkpoints, args.data, args.split, ten_crop=not args.no_ten_crop,
+        result = evaluate(checkpoints, args.data, args.split, ten_crop=None,
                           batch_size=args.batch_size, overrides=overrides, say=say)
     except preflight.StartError as err:
         print(f"alexnet eval: {err}", file=sys.stderr)

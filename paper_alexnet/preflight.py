@@ -4,7 +4,8 @@ decision 6: a run directory is the unit of work, so a command that cannot start 
 A command that fails one of these checks exits 2 with one line naming the problem and the fix,
 and leaves every file as it was (docs/training.md, "Exit codes"):
 - `check_data_root(root)`: `--data` must be a prepared ROOT; one split of it ("pass ROOT, not
-  ROOT/train") and raw images or archives ("run `alexnet prep …` first") are named as such.
+  ROOT/train") and raw images or archives ("run `alexnet prep …` first": `prep imagenet` for the
+  ILSVRC layouts, `prep images` for class folders of any other dataset) are named as such.
 - `check_classes(num_classes, root, split, whose)`: the network's `model.num_classes` equals the
   number of classes in the split's classes.tsv (a 1000-way net on 4-class data, or labels beyond
   the output layer, would otherwise train silently or die mid-step).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -42,9 +44,17 @@ def starting():
 
 
 # Raw inputs that `alexnet prep` turns into a prepared ROOT: file name pattern -> the prep verb.
-_RAW = ((".jpeg", "imagenet"), (".jpg", "imagenet"), (".png", "imagenet"), (".tar", "imagenet"),
+# Image files are "images" (class folders of any dataset) unless they are in the ILSVRC layout.
+_RAW = ((".jpeg", "images"), (".jpg", "images"), (".png", "images"), (".tar", "imagenet"),
         ("data_batch_1", "cifar10"), ("cifar-10-python.tar.gz", "cifar10"),
         ("train-images-idx3-ubyte", "fashion-mnist"))
+_WNID = re.compile(r"n\d{8}")        # ILSVRC class folders (n01440764) and file names
+
+
+def _ilsvrc(path: Path) -> bool:
+    """An image of the ILSVRC layout: in a wnid folder, or named as ILSVRC names its files."""
+    return bool(_WNID.fullmatch(path.parent.name) or _WNID.match(path.name)
+                or path.name.startswith("ILSVRC"))
 
 
 def _raw_example(root: Path) -> tuple[Path, str] | None:
@@ -65,6 +75,8 @@ def _raw_example(root: Path) -> tuple[Path, str] | None:
                     folders.append((Path(entry.path), depth + 1))
                 continue
             verb = next((v for p, v in _RAW if name.endswith(p) or name.startswith(p)), None)
+            if verb == "images" and _ilsvrc(Path(entry.path)):
+                verb = "imagenet"
             if verb is not None:
                 return Path(entry.path), verb
     return None

@@ -10,6 +10,9 @@ FILE`) written so that no result is ever lost (docs/training.md, "Evaluation").
   of other checkpoints, another split or other data is first appended to `<out stem>.history.jsonl`
   next to it.
 - `data_id(root, split)`: the SHA-256 of the split's manifest.json: what "the same data" means.
+  `data_identity(root)`: those of every split of ROOT, saved in each checkpoint ("data");
+  `data_change(recorded, root)`: the warning `train` (on resume) and `eval` print when ROOT's
+  splits are not the ones a checkpoint recorded.
 - `format_result(result)`: the lines `alexnet eval` prints.
 """
 from __future__ import annotations
@@ -30,6 +33,25 @@ def data_id(root, split: str) -> str:
     """SHA-256 of ROOT/<split>/manifest.json ("train_holdout" is part of "train")."""
     folder = "train" if split == "train_holdout" else split
     return hashlib.sha256((Path(root) / folder / "manifest.json").read_bytes()).hexdigest()
+
+
+def data_identity(root) -> dict:
+    """{split: SHA-256 of its manifest.json} of each prepared split of ROOT (train, val, test)."""
+    return {split: data_id(root, split) for split in ("train", "val", "test")
+            if (Path(root) / split / "manifest.json").is_file()}
+
+
+def data_change(recorded: dict | None, root, source: str) -> str | None:
+    """The warning when a split of ROOT differs from the one `source` (a checkpoint) recorded;
+    None when they agree, or nothing was recorded (a checkpoint older than this record)."""
+    now = data_identity(root)
+    changed = sorted(s for s in (recorded or {}) if s in now and now[s] != recorded[s])
+    if not changed:
+        return None
+    listed = ", ".join(f"{s} (manifest sha256 {recorded[s][:12]}… then, {now[s][:12]}… now)"
+                       for s in changed)
+    return (f"the data in {root} is not the data {source} was trained on: {listed}. It was "
+            f"prepared again from other inputs or options, or is another dataset")
 
 
 def history_path(out) -> Path:
@@ -94,7 +116,8 @@ def run_checkpoint(run_dir) -> tuple[Path, str | None, str]:
     where = (f"step {step}, in epoch {epoch + 1} of {planned}" if state.get("step")
              else f"step {step}, end of epoch {epoch} of {planned}")
     m = cfg.model
-    line = (f"evaluating {path} ({where}) with the run's own network: {m.arch}, {m.layout}, "
+    layout = "one tower" if m.arch == "cifar10_4layer" else m.layout   # layout: AlexNet's only
+    line = (f"evaluating {path} ({where}) with the run's own network: {m.arch}, {layout}, "
             f"{m.input_size} px, {m.num_classes} classes")
     warning = None
     if path != listed[-1][1]:

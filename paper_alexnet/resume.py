@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from paper_alexnet import checkpoint, config, distributed, optim, preflight
+from paper_alexnet import checkpoint, config, distributed, optim, preflight, results
 
 # Keys a resumed run may change (they do not change what is computed, only how long, how often it
 # is logged or saved, and where it runs): e.g. `alexnet train --run-dir RUN train.epochs=120`
@@ -97,6 +97,10 @@ def start(requested, data_root, run_dir: Path, world, allow_change=()) -> dict:
     loaded into them, the first epoch's batches. Errors are one line (preflight.StartError)."""
     from paper_alexnet import data as data_lib   # the input pipeline (owned by data.py)
     from paper_alexnet import model as model_lib
+    from data_prep.files import overlap_problem
+    problem = overlap_problem(run_dir, "--run-dir", [("--data", data_root)], itself=("run",))
+    if problem:
+        raise preflight.StartError(problem)
     found = checkpoint.load_latest(run_dir)      # every rank reads the same newest checkpoint
     cfg, changes, note = resolve_run_config(requested, run_dir,
                                             found[1]["config"] if found else None, allow_change)
@@ -113,7 +117,8 @@ def start(requested, data_root, run_dir: Path, world, allow_change=()) -> dict:
     schedule = optim.make_schedule(cfg.schedule, optimizer)
     run = dict(cfg=cfg, changes=changes, note=note, root=root, steps=steps, model=model,
                memory_format=memory_format, optimizer=optimizer, schedule=schedule, epoch=0,
-               start_step=0, global_step=0, resumed_from=None, batches=None)
+               start_step=0, global_step=0, resumed_from=None, batches=None,
+               data=results.data_identity(root), data_changed=None)
     if found is not None:
         path, state = found
         try:
@@ -128,6 +133,10 @@ def start(requested, data_root, run_dir: Path, world, allow_change=()) -> dict:
         if schedule.base_lr != cfg.optim.lr:      # optim.lr changed with --allow-change
             schedule.rebase(cfg.optim.lr)
         checkpoint.set_rng_state(state["rng"])
+        change = results.data_change(state.get("data"), root, path.name)
+        if change:     # said loudly, not refused: the user may have meant it (docs/training.md)
+            run["data_changed"] = (f"{change}; the resumed run continues on it (recorded in "
+                                   f"metrics.jsonl)")
         run.update(epoch=state["epoch"], start_step=state["step"],
                    global_step=state["global_step"], resumed_from=path)
     if run["epoch"] < cfg.train.epochs:      # built now: its errors (crop sizes, stats) raise here

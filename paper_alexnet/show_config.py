@@ -89,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as err:
         print(f"alexnet config: {err}", file=sys.stderr)
         return 2
-    source = (f"recipe {args.recipe} ({config.find_config(args.recipe).name})" if args.recipe
-              else "the paper's defaults")
+    source = "the paper's defaults"
+    if args.recipe:
+        path = config.find_config(args.recipe)
+        source = (f"recipe {args.recipe} ({path.name})" if path.parent == config.RECIPE_DIR
+                  else f"the file {path}" + (f" (a file wins over the recipe {args.recipe})"
+                                             if args.recipe in config.recipe_names() else ""))
     print(textwrap.fill(f"Config from {source}" + (f" with {' '.join(overrides)}" if overrides
                                                    else "")
                         + "; * = differs from the paper. Set a key on the command line of "

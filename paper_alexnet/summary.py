@@ -4,8 +4,10 @@ parameters and the multiply-adds, the totals, which layers cross towers and wher
     alexnet summary                               # the paper: 60,965,224 parameters, 0.724 GMAC
     alexnet summary --preset course_notes         # docs/paper.md §10, the notes' shape printout
     alexnet summary --config run.yaml model.removed_layer=conv3 lrn=off
+    alexnet summary --config relu_vs_tanh         # the Figure 1 net (model.arch=cifar10_4layer)
 
-Everything is computed from `model.architecture(config)` (no weights are made); tests check it
+Everything is computed from `model.architecture(config)` (`cifar_net.layers(config)` for the
+Figure 1 net; no weights are made); tests check it
 against the built network. Overrides without a section name the model section (`lrn=off`).
 """
 from __future__ import annotations
@@ -105,7 +107,11 @@ def shape_trace(cfg: ModelConfig, batch: int = 1) -> list[tuple[str, str, tuple]
 
 
 def render(cfg: ModelConfig, devices=None) -> str:
-    """The summary as text (what `alexnet summary` prints)."""
+    """The summary as text (what `alexnet summary` prints), for every model.arch."""
+    if cfg.arch == "cifar10_4layer":
+        return render_figure1(cfg, devices)
+    if cfg.arch != "alexnet":
+        raise ConfigError(f"model.arch: {cfg.arch!r} is not one of alexnet, cifar10_4layer")
     from paper_alexnet.placement import resolve_devices
     rows = tower_rows(cfg)
     towers = rows[0]["towers"]
@@ -150,6 +156,31 @@ def render(cfg: ModelConfig, devices=None) -> str:
     lines += ["", f"output shapes of tower A for a {image} input:"]
     for name, op, shape in shape_trace(cfg):
         lines.append(f"  {name:<6} {op + ' output shape:':<32} {tuple(shape)}")
+    return "\n".join(lines)
+
+
+def render_figure1(cfg: ModelConfig, devices=None) -> str:
+    """The Figure 1 net (§3.1; cifar_net.py, inferred from the author's layers-80sec config): one
+    tower, so the AlexNet-only keys (layout, lrn, pooling, removed_layer, dropout, init,
+    conv1_padding) are said not to apply rather than printed as if they did."""
+    from paper_alexnet.cifar_net import layers
+    from paper_alexnet.placement import resolve_devices
+    spec = cfg.devices if devices is None else devices
+    device, _ = resolve_devices(spec)
+    rows = layers(cfg)
+    lines = [f"Figure 1 net (§3.1, model.arch=cifar10_4layer; inferred from the author's "
+             f"layers-80sec config): input {_shape(cfg.in_channels, cfg.input_size, cfg.input_size)}"
+             f", {cfg.num_classes} classes, activation={cfg.activation}",
+             "  one tower; model.layout, lrn, pooling, removed_layer, dropout, init and "
+             "conv1_padding are AlexNet's and do not apply",
+             f"devices (model.devices={list(spec)}): every layer on {device}", ""]
+    row = "  {:<6} {:<36} {:<10} {:>10} {:>12}"
+    lines.append(row.format("layer", "kernel, then", "output", "params", "MACs"))
+    lines += [row.format(r["name"], r["what"], _shape(*r["output"]), f"{r['params']:,}",
+                         f"{r['macs']:,}") for r in rows]
+    params, macs = sum(r["params"] for r in rows), sum(r["macs"] for r in rows)
+    lines += ["", f"total parameters: {params:,}",
+              f"total multiply-adds per image: {macs / 1e6:.1f} M"]
     return "\n".join(lines)
 
 

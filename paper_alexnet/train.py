@@ -104,6 +104,9 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
             + resume.position(epoch, start_step, global_step, steps, cfg.train.epochs))
     log = metrics.MetricsLog(run_dir, resume_step=global_step if resumed_from else None) \
         if world.is_main else None
+    if log is not None and run["data_changed"]:
+        print(f"alexnet train: WARNING: {run['data_changed']}", file=sys.stderr, flush=True)
+        log.log("event", global_step, epoch, event="data_changed", data=run["data"])
     if log is not None and changes:
         allowed = [k for k in changes if k in allow_change]
         log.log("event", global_step, epoch, event="config_changed", changes=changes,
@@ -138,7 +141,7 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
                          optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                          epoch=epoch_done, step=step_in_epoch, global_step=global_step,
                          rng=checkpoint.rng_state(), config=config.to_dict(cfg),
-                         code_version=code_version)
+                         code_version=code_version, data=run["data"])
             checkpoint.save(run_dir, state, global_step, cfg.train.keep_last, milestone)
         clock["window_start"] = time.perf_counter()
 
@@ -326,7 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         distributed.shutdown(world)
-    if world.is_main:
+    if world.is_main and result["train_time_s"] == 0:     # no step ran: no rate to give
+        epochs = f"{result['epochs']} epoch" + ("s" if result["epochs"] != 1 else "")
+        print(f"done: nothing left to train ({epochs}, {result['global_step']} steps, done "
+              f"before); run directory {run_dir}")
+    elif world.is_main:
         print(f"done: {result['global_step']} steps, {result['images_per_s']:.1f} images/s "
               f"(training only); run directory {run_dir}")
     return 0

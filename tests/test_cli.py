@@ -80,6 +80,8 @@ def test_every_parser_and_subcommand_has_a_description(monkeypatch):
     parsers = _parsers(monkeypatch)
     assert [prog for prog, p in parsers if not (p.description or "").strip()] == []
     assert all(p.format_help() for _, p in parsers)     # `--help` renders (a stray % would not)
+    # ... and shows no doubled %% (escaping meant for help=, not for description=)
+    assert [prog for prog, p in parsers if "%%" in p.format_help()] == []
     for prog, parser in parsers:
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
@@ -305,3 +307,29 @@ def test_prep_prints_a_readable_summary_and_stats_table(tmp_path, capsys):
     assert (f"PCA sqrt(eigval) 1{cmp['pca_stdevs'][2]:>30.3f}"
             f"{cmp['reference_pca_stdevs'][2]:>12.3f}") in table     # largest first
     assert "{" not in table
+
+
+def test_config_header_names_the_file_used_when_a_file_shadows_a_recipe(capsys, tmp_path,
+                                                                          monkeypatch):
+    """A file named like a recipe wins (the documented rule): the header says which file."""
+    from paper_alexnet.show_config import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper").write_text("optim: {lr: 0.02}\n")
+    assert main(["--recipe", "paper", "optim.lr"]) == 0
+    out = capsys.readouterr().out
+    assert "* optim.lr = 0.02   (paper: 0.01)" in out
+    assert out.startswith("Config from the file paper (a file wins over the recipe paper)"), out
+    assert main(["--recipe", "no_lrn", "model.lrn"]) == 0
+    assert capsys.readouterr().out.startswith("Config from recipe no_lrn (no_lrn.yaml)")
+
+
+def test_the_demo_recipe_is_refused_as_a_run_config_naming_alexnet_demo(tmp_path, capsys):
+    from paper_alexnet.train import main as train
+    from paper_alexnet.show_config import main as show
+    for run, argv in ((train, ["--config", "demo", "--data", str(tmp_path), "--run-dir",
+                               str(tmp_path / "run")]), (show, ["--recipe", "demo"])):
+        assert run(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "the demo's own settings" in err[0] and \
+            "run `alexnet demo`" in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -38,6 +38,16 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     for stage in ("1. generate", "2. train", "3. evaluate"):
         assert stage in report and stage in printed
     assert (out / "prepared" / "train" / "manifest.json").is_file()
+    # the same demo again: data and training are reused, and the report keeps their first times
+    first = {line.split(":")[0]: line for line in report.splitlines() if line.startswith("- 1.")
+             or line.startswith("- 2.")}
+    assert main(["--quick", "--out", str(out)]) == 0
+    again = (out / "report.md").read_text()
+    for stage, line in first.items():
+        seconds = line.rsplit(": ", 1)[1]
+        assert f"{stage}: reused (first run: {seconds})" in again, (line, again)
+    assert "with every stage done)" in again
+    capsys.readouterr()
     # the full demo in the same folder: refused at once, one line with the fix, nothing changed
     before = snapshot(out)
     assert main(["--out", str(out)]) == 2

@@ -68,7 +68,7 @@ def test_a_bad_command_line_exits_2_in_one_line_before_evaluating(run, data_root
 
 
 def test_no_ten_crop_keeps_the_ten_crop_numbers_and_nothing_is_lost(run, data_root, capsys):
-    assert main(["--run-dir", str(run), "--data", data_root]) == 0
+    assert main(["--run-dir", str(run), "--data", data_root, "eval.ten_crop=true"]) == 0
     full = read(run / "result.json")
     assert main(["--run-dir", str(run), "--data", data_root, "--no-ten-crop"]) == 0
     assert "kept ten_crop from the earlier evaluation" in capsys.readouterr().out
@@ -103,14 +103,45 @@ def test_results_are_printed_before_writing_with_progress(run, data_root, capsys
     def full_disk(out, result):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(results, "write_result", full_disk)
-    assert main(["--run-dir", str(run), "--data", data_root]) == 1
+    assert main(["--run-dir", str(run), "--data", data_root, "eval.ten_crop=true"]) == 1
     captured = capsys.readouterr()
-    assert "with the run's own network: cifar10_4layer, two_towers, 64 px, 4 classes" in \
+    assert "with the run's own network: cifar10_4layer, one tower, 64 px, 4 classes" in \
         captured.out
     assert "  center: 16/16 images (100%)" in captured.out and " img/s ETA " in captured.out
     assert "  ten_crop  top-1 error" in captured.out
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and "the results above could not be written" in err[0]
+
+
+@pytest.fixture(scope="module")
+def resized(data_root, tmp_path_factory):
+    """A finished run on resized images (data.geometry=resize, as the relu_vs_tanh recipe), whose
+    config says eval.ten_crop=false."""
+    run = tmp_path_factory.mktemp("resized") / "run"
+    cfg = config.load(None, SMALL_NET + ["data.geometry=resize", "train.epochs=1",
+                                         "train.steps_per_epoch=1"])
+    train(cfg, data_root, run, quiet=True)
+    return run
+
+
+def test_eval_follows_the_runs_own_eval_settings(resized, run, data_root, capsys):
+    assert main(["--run-dir", str(resized), "--data", data_root]) == 0
+    assert "center" in read(resized / "result.json") and \
+        "ten_crop" not in read(resized / "result.json")
+    # the crop run's config also says eval.ten_crop=false; key=value asks for ten crops
+    assert main(["--run-dir", str(run), "--data", data_root]) == 0
+    assert "ten_crop" not in read(run / "result.json")
+    assert main(["--run-dir", str(run), "--data", data_root, "eval.ten_crop=true"]) == 0
+    assert "ten_crop" in read(run / "result.json")
+    capsys.readouterr()
+    # ten crops of resized images: refused in one line naming what a user types
+    assert exit_status(["--run-dir", str(resized), "--data", data_root,
+                        "eval.ten_crop=true"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-ten-crop" in err[0] and "view=" not in err[0], err
+    assert exit_status(["--run-dir", str(run), "--data", data_root, "--no-ten-crop",
+                        "eval.ten_crop=yes"]) == 2
+    assert "--no-ten-crop contradicts eval.ten_crop=true" in capsys.readouterr().err
 
 
 def test_eval_uses_the_runs_own_network(run, data_root, capsys):

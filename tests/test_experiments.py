@@ -430,3 +430,41 @@ def test_wilson_interval_by_hand():
     assert "ten crops − centre crop: -5.00 / +0.00 points" in line
     with pytest.raises(ValueError):
         wilson(0.1, 0)
+        row = _numbers(text, f"{act} | 0.01 | 1 |")
+        assert row[5] == f"{100 * _epoch_errors(exp / 'full' / act / 'lr0.01')[-1]:.2f}"
+
+
+def test_quiet_runs_print_one_line_each_as_they_finish(data_root, tmp_path, capsys):
+    """`alexnet experiment … --quiet`: no per-step output, but one line per run when it ends
+    (finished, already finished, diverged), so a long experiment is never silent for hours."""
+    from experiments import runner
+    from faults import SMALL_NET
+    cfg = config.load(None, SMALL_NET + ["train.epochs=1", "train.steps_per_epoch=2"])
+    assert runner.train_run(cfg, data_root, tmp_path / "a", quiet=True)
+    assert runner.train_run(cfg, data_root, tmp_path / "a", quiet=True)
+    bad = config.load(None, SMALL_NET + ["train.epochs=1", "train.steps_per_epoch=2",
+                                         "optim.lr=1e30"])
+    assert not runner.train_run(bad, data_root, tmp_path / "b", quiet=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith(f"{tmp_path / 'a'}: 1 epoch done (step 2), training error ")
+    assert " val top-1 " in lines[0]
+    assert lines[1] == f"{tmp_path / 'a'}: already finished (1 epoch): nothing left to train"
+    assert lines[2].startswith(f"{tmp_path / 'b'}: diverged at step ")
+
+
+def test_reports_of_the_one_tower_cifar_net_say_what_it_is(data_root, tmp_path):
+    """The Figure 1 net has one tower and is not trained on ILSVRC: its reports neither speak of
+    towers A and B nor set its errors beside ImageNet's Table 2 as "the paper"."""
+    from experiments.runner import train_and_evaluate
+    from faults import SMALL_NET
+    run = tmp_path / "run"
+    cfg = config.load(None, SMALL_NET + ["train.epochs=1", "train.steps_per_epoch=2"])
+    train_and_evaluate(cfg, data_root, run, quiet=True)
+    assert report_cli.main([str(run), "--out", str(tmp_path / "plain")]) == 0
+    text = (tmp_path / "plain" / "report.md").read_text()
+    assert "The paper (" not in text and "Caffe" not in text      # no ILSVRC rows
+    assert "No row of the paper applies" in text and "cifar10_4layer on 4 classes" in text
+    figures.write_report(run, data_root, tmp_path / "fig", queries=2, k=2, max_train=16)
+    fig = (tmp_path / "fig" / "figures.md").read_text()
+    assert "Tower A" not in fig and "tower B" not in fig and "one-tower network" in fig

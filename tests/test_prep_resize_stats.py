@@ -202,3 +202,20 @@ def test_one_blas_thread_inside_the_block_and_restored_after():
         assert get() == 2
     finally:
         set_(before)
+
+
+def test_stats_of_other_data_are_not_compared_with_alexs_ilsvrc_ones(tmp_path, capsys):
+    import json
+    from test_small import write_cifar
+    write_cifar(tmp_path / "cifar", np.random.default_rng(0), per_batch=3)
+    assert main(["cifar10", "--input", str(tmp_path / "cifar"), "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert main(["stats", str(tmp_path / "c")]) == 0
+    table = capsys.readouterr().out
+    assert "Alex Krizhevsky (ILSVRC-2012 train)" not in table
+    assert "Not compared with Alex Krizhevsky's statistics" in table and "from cifar10" in table
+    assert main(["stats", "--json", str(tmp_path / "c")]) == 0
+    numbers = json.loads(capsys.readouterr().out)
+    ours = stats.load(tmp_path / "c")
+    assert numbers["reference"] is None and "reference_channel_mean" not in numbers
+    np.testing.assert_allclose(numbers["channel_mean"], ours["mean"].mean(axis=(0, 1)))

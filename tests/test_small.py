@@ -234,5 +234,6 @@ def test_no_torch_import_and_no_download_by_default(tmp_path):
     code = ("import sys, data_prep.small, data_prep.synthetic; "
             "sys.exit(1 if 'torch' in sys.modules or 'torchvision' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-    assert small.main_cifar10(["--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
-    assert not (tmp_path / small.CIFAR_ARCHIVE).exists()
+    (tmp_path / "in").mkdir()
+    assert small.main_cifar10(["--input", str(tmp_path / "in"), "--out", str(tmp_path / "o")]) == 1
+    assert not (tmp_path / "in" / small.CIFAR_ARCHIVE).exists()

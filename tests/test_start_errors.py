@@ -63,6 +63,25 @@ def test_data_given_as_one_split_or_as_raw_images_is_named(data_root, recipe, tm
     assert not run.exists()
 
 
+def test_raw_class_folders_of_any_dataset_suggest_prep_images(recipe, tmp_path, capsys):
+    """train/ and test/ of CIFAR-size JPEGs by class name: `prep images` (native size, test/
+    becomes val/), not `prep imagenet` (which would upscale them to 256 and write no val/)."""
+    raw, run = tmp_path / "cifar_folders", tmp_path / "run"
+    for split in ("train", "test"):
+        (raw / split / "airplane").mkdir(parents=True)
+        (raw / split / "airplane" / "0001.jpg").write_bytes(b"\xff\xd8\xff")
+    assert main(["--config", recipe, "--data", str(raw), "--run-dir", str(run)]) == 2
+    line = one_line(capsys)
+    assert f"run 'alexnet prep images --input {raw} --out PREPARED' once" in line, line
+    # the ILSVRC official tars still suggest `prep imagenet`
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    (tars / "ILSVRC2012_img_train.tar").write_bytes(b"")
+    assert main(["--config", recipe, "--data", str(tars), "--run-dir", str(run)]) == 2
+    assert "alexnet prep imagenet --input" in one_line(capsys)
+    assert not run.exists()
+
+
 def test_a_failed_start_never_locks_the_run_directory(data_root, recipe, tmp_path, capsys):
     """Before the first checkpoint nothing computed is kept, so the corrected command runs in the
     same directory: after a start that failed its checks (nothing written), and after a NaN at
@@ -158,3 +177,14 @@ def test_resume_position_and_nan_advice_wording(tmp_path):
     assert "The newest checkpoint (step 5) is the last good state" in some
     assert f"alexnet train --run-dir {tmp_path} --data ROOT --allow-change optim.lr " \
            f"optim.lr=0.001" in some
+
+
+def test_a_finished_run_run_again_says_nothing_was_left_to_train(data_root, recipe, tmp_path,
+                                                                  capsys):
+    run = tmp_path / "run"
+    assert main(["--config", recipe, "--data", data_root, "--run-dir", str(run)]) == 0
+    assert " images/s (training only)" in capsys.readouterr().out
+    assert main(["--config", recipe, "--data", data_root, "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "done: nothing left to train (1 epoch, 2 steps, done before)" in out
+    assert "nan" not in out

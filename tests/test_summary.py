@@ -134,3 +134,34 @@ def test_render_of_every_removed_layer_keeps_6x6_pool5():
         assert "removed:" in text and "MaxPool2d output shape:" in text
         assert [line for line in text.splitlines() if "Flatten" in line][0].endswith(
             f"(1, {(192 if layer == 'conv5' else 128) * 36})")
+
+
+@pytest.mark.parametrize("argv", [["--config", "relu_vs_tanh"],
+                                  ["model.arch=cifar10_4layer", "model.input_size=32",
+                                   "model.num_classes=10"],
+                                  ["model.arch=cifar10_4layer", "model.input_size=64",
+                                   "model.num_classes=4", "activation=tanh"]])
+def test_the_figure1_net_is_summarised_as_built(capsys, argv):
+    """Every model.arch has a summary; the Figure 1 net's numbers are those of the built net."""
+    from paper_alexnet.cifar_net import Figure1Net, layers
+    rc, out, err = _run(capsys, argv)
+    assert rc == 0, err
+    cfg = model_config(None if argv[0] != "--config" else argv[1], "paper",
+                       [] if argv[0] == "--config" else argv)
+    net = Figure1Net(cfg)
+    assert f"total parameters: {sum(p.numel() for p in net.parameters()):,}" in out
+    assert "one tower" in out and "two_towers" not in out and cfg.activation in out
+    shapes = {}
+    for name in ("conv1", "conv2", "conv3", "fc64", "fc10"):
+        module = {"conv1": net.pool1, "conv2": net.pool2, "conv3": net.pool3}.get(name,
+                                                                                  getattr(net, name))
+        module.register_forward_hook(lambda m, i, o, name=name: shapes.update({name: o.shape[1:]}))
+    net(torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size))
+    for row in layers(cfg):
+        layer = getattr(net, row["name"])
+        assert tuple(shapes[row["name"]]) == row["output"], row
+        assert row["params"] == sum(p.numel() for p in layer.parameters()), row
+    rows = {r["name"]: r for r in layers(cfg)}
+    side = cfg.input_size
+    assert rows["conv1"]["macs"] == side * side * 5 * 5 * cfg.in_channels * 32
+    assert rows["fc10"]["macs"] == 64 * cfg.num_classes
