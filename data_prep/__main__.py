@@ -96,20 +96,27 @@ def prepare_splits(args, info: dict, params: dict, source: dict, splits) -> None
         print(summary(split, m, out))
 
 
-def run_prep(verb: str, out: str, work) -> int:
-    """work() with prep's errors as one line on stderr and exit status 1; an unusable --out is
-    exit 2 before any work."""
-    from data_prep.files import output_problem
-    from data_prep.imagenet import InputError
-    from data_prep.pipeline import PrepError
+def run_prep(verb: str, out: str, work, input: str | None = None) -> int:
+    """work() with prep's errors as one line on stderr and exit status 1; a missing --input or an
+    unusable --out is exit 2 before any work; SIGTERM or Ctrl-C stops it with exit 75 (its
+    finished chunks are kept: the same command resumes)."""
+    from data_prep.files import paths_problem
 
-    problem = output_problem(out)
+    problem = paths_problem(input, out)
     if problem:
-        print(f"alexnet prep {verb}: --out {out}: {problem}: choose another folder",
-              file=sys.stderr)
+        print(f"alexnet prep {verb}: {problem}", file=sys.stderr)
         return 2
+    from data_prep.imagenet import InputError
+    from data_prep.interrupt import EXIT_STOPPED, Interrupted, stop_at_once
+    from data_prep.pipeline import PrepError
     try:
-        work()
+        with stop_at_once():
+            work()
+    except Interrupted as e:
+        print(f"alexnet prep {verb}: stopped by {e.signal_name}; the finished chunks are kept: "
+              f"run the same command again to resume (exit status {EXIT_STOPPED})",
+              file=sys.stderr)
+        return EXIT_STOPPED
     except (InputError, PrepError) as e:
         print(f"alexnet prep {verb}: {e}", file=sys.stderr)
         return 1
@@ -154,7 +161,7 @@ def main_imagenet(argv) -> int:
                       input=os.path.basename(os.path.abspath(args.input)))
         prepare_splits(args, info, params, source,
                        [s for s in args.splits.split(",") if s in info["splits"]])
-    return run_prep("imagenet", args.out, work)
+    return run_prep("imagenet", args.out, work, args.input)
 
 
 def main_images(argv) -> int:
@@ -189,7 +196,7 @@ def main_images(argv) -> int:
         source = dict(layout="class folders", input=os.path.basename(os.path.abspath(args.input)))
         prepare_splits(args, info, params, source, [s for s in ("train", "val", "test")
                                                     if s in info["splits"]])
-    return run_prep("images", args.out, work)
+    return run_prep("images", args.out, work, args.input)
 
 
 def main_verify(argv) -> int:
