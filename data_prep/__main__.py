@@ -96,13 +96,13 @@ def prepare_splits(args, info: dict, params: dict, source: dict, splits) -> None
         print(summary(split, m, out))
 
 
-def run_prep(verb: str, out: str, work, input: str | None = None) -> int:
-    """work() with prep's errors as one line on stderr and exit status 1; a missing --input or an
-    unusable --out is exit 2 before any work; SIGTERM or Ctrl-C stops it with exit 75 (its
+def run_prep(verb: str, out: str, work, inputs=()) -> int:
+    """work() with prep's errors as one line on stderr and exit status 1; a missing input
+    ((flag, path) pairs) or an unusable --out is exit 2 before any work; SIGTERM or Ctrl-C stops it with exit 75 (its
     finished chunks are kept: the same command resumes)."""
     from data_prep.files import paths_problem
 
-    problem = paths_problem(input, out)
+    problem = paths_problem(inputs, out)
     if problem:
         print(f"alexnet prep {verb}: {problem}", file=sys.stderr)
         return 2
@@ -161,7 +161,7 @@ def main_imagenet(argv) -> int:
                       input=os.path.basename(os.path.abspath(args.input)))
         prepare_splits(args, info, params, source,
                        [s for s in args.splits.split(",") if s in info["splits"]])
-    return run_prep("imagenet", args.out, work, args.input)
+    return run_prep("imagenet", args.out, work, [("--input", args.input)])
 
 
 def main_images(argv) -> int:
@@ -196,7 +196,7 @@ def main_images(argv) -> int:
         source = dict(layout="class folders", input=os.path.basename(os.path.abspath(args.input)))
         prepare_splits(args, info, params, source, [s for s in ("train", "val", "test")
                                                     if s in info["splits"]])
-    return run_prep("images", args.out, work, args.input)
+    return run_prep("images", args.out, work, [("--input", args.input)])
 
 
 def main_verify(argv) -> int:

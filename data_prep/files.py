@@ -60,11 +60,12 @@ def input_problem(path) -> str | None:
     return None
 
 
-def paths_problem(input, out) -> str | None:
-    """What is wrong with a prep verb's --input (None: it has none) and --out, in the words of
-    the command line, or None: checked before any work (exit 2)."""
-    if input is not None and input_problem(input):
-        return f"--input {input}: {input_problem(input)}: name the folder holding the data"
+def paths_problem(inputs, out) -> str | None:
+    """What is wrong with a prep verb's inputs ((flag, path) pairs) and --out, in the words of the
+    command line, or None: checked before any work (exit 2)."""
+    for flag, path in inputs:
+        if input_problem(path):
+            return f"{flag} {path}: {input_problem(path)}: name the folder holding the data"
     if output_problem(out):
         return f"--out {out}: {output_problem(out)}: choose another folder"
     return None

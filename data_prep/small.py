@@ -257,7 +257,7 @@ def _main(kind: str, argv) -> int:
     p.add_argument("--download", action="store_true",
                    help="download into --input first with torchvision (never done otherwise)")
     args = p.parse_args(argv)
-    problem = paths_problem(None if args.download else args.input, args.out)
+    problem = paths_problem([] if args.download else [("--input", args.input)], args.out)
     if problem:
         print(f"alexnet prep {kind}: {problem}", file=sys.stderr)
         return 2
