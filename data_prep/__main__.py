@@ -100,28 +100,35 @@ def prepare_splits(args, info: dict, params: dict, source: dict, splits) -> None
 
 
 def run_prep(verb: str, out: str, work, inputs=()) -> int:
-    """work() with prep's errors as one line on stderr and exit status 1; an unusable --out, or
-    one inside `inputs` ((flag, path) pairs), a prepared split or a run, is exit 2 before any
-    work."""
-    from data_prep.files import output_problem, overlap_problem
+    """work() with prep's errors as one line on stderr and exit status 1; a missing input
+    ((flag, path) pairs), an unusable --out, or one inside an input, a prepared split or a run,
+    is exit 2 before any work; SIGTERM or Ctrl-C stops it with exit 75 (its finished chunks are
+    kept: the same command resumes)."""
+    from data_prep.files import overlap_problem, paths_problem
     from data_prep.imagenet import InputError
+    from data_prep.interrupt import EXIT_STOPPED, Interrupted, stop_at_once
     from data_prep.pipeline import PrepError
     from data_prep.shards import WrittenOnce
 
-    problem = output_problem(out)
+    problem = paths_problem(inputs, out)
     if problem:
-        print(f"alexnet prep {verb}: --out {out}: {problem}: choose another folder",
-              file=sys.stderr)
+        print(f"alexnet prep {verb}: {problem}", file=sys.stderr)
         return 2
     problem = overlap_problem(out, "--out", inputs, itself=("dataset",))
     if problem:
         print(f"alexnet prep {verb}: {problem}", file=sys.stderr)
         return 2
     try:
-        work()
+        with stop_at_once():
+            work()
     except WrittenOnce as e:  # nothing was changed: a bad command line
         print(f"alexnet prep {verb}: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"alexnet prep {verb}: stopped by {e.signal_name}; the finished chunks are kept: "
+              f"run the same command again to resume (exit status {EXIT_STOPPED})",
+              file=sys.stderr)
+        return EXIT_STOPPED
     except (InputError, PrepError) as e:
         print(f"alexnet prep {verb}: {e}", file=sys.stderr)
         return 1

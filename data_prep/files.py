@@ -1,6 +1,6 @@
 """§2 prepared data, written once: the file primitives every writer uses (shards, stats, the
-resumable chunks of the pipeline), and the check that an output path can be written, which every
-`alexnet` verb makes before it starts. The lowest module of data_prep: it imports nothing of
+resumable chunks of the pipeline), and the checks that an input exists and an output path can be
+written, which every `alexnet` verb makes before it starts. The lowest module of data_prep: it imports nothing of
 ours."""
 from __future__ import annotations
 
@@ -91,3 +91,23 @@ def overlap_problem(path, flag: str, inputs=(), itself=(), runs: bool = True) ->
         if parent == folder:
             return None
         folder = parent
+
+
+def input_problem(path) -> str | None:
+    """Why `path` cannot be read as an input (it does not exist), or None: checked with the output
+    before any work, so that a mistyped --input is a bad command line (exit 2) like a mistyped
+    --data."""
+    if not os.path.exists(path):
+        return f"{os.path.abspath(os.fspath(path))} does not exist"
+    return None
+
+
+def paths_problem(inputs, out) -> str | None:
+    """What is wrong with a prep verb's inputs ((flag, path) pairs) and --out, in the words of the
+    command line, or None: checked before any work (exit 2)."""
+    for flag, path in inputs:
+        if input_problem(path):
+            return f"{flag} {path}: {input_problem(path)}: name the folder holding the data"
+    if output_problem(out):
+        return f"--out {out}: {output_problem(out)}: choose another folder"
+    return None

@@ -27,6 +27,7 @@ from PIL import Image
 
 from data_prep.anomalies import EXIF_ORIENTATION, GRAY_MODES
 from data_prep.imagenet import InputError, list_folder
+from data_prep.interrupt import ignore_ctrl_c
 
 SPLIT_FOLDERS = ("train", "val", "test")
 LAYOUT = "DIR/train/<class>/* plus DIR/val/<class>/* and/or DIR/test/<class>/*"
@@ -120,7 +121,7 @@ def geometry(root: str, splits: dict, native: bool, exif_transpose: bool, worker
     step = max(1, -(-len(paths) // (4 * max(workers, 1))))
     jobs = [(paths[i:i + step], exif_transpose) for i in range(0, len(paths), step)]
     if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, ignore_ctrl_c) as pool:
             found = [h for part in pool.map(headers, jobs) for h in part]
     else:
         found = [h for job in jobs for h in headers(job)]

@@ -38,6 +38,7 @@ from PIL import Image
 from data_prep import blas, sources, stats
 from data_prep.anomalies import Rejected, decode
 from data_prep.imagenet import read_source
+from data_prep.interrupt import ignore_ctrl_c
 from data_prep.progress import Progress
 from data_prep.resize import resize_center_crop
 from data_prep.files import npz_bytes, write_atomic
@@ -200,7 +201,7 @@ def run_chunks(out_dir: str, parts: str, chunks: list, params: dict, workers: in
         if workers <= 1:
             results = map(process_chunk, jobs)
         else:  # spawn: workers start clean (no forked file descriptors or locks)
-            pool = multiprocessing.get_context("spawn").Pool(workers)
+            pool = multiprocessing.get_context("spawn").Pool(workers, ignore_ctrl_c)
             results = pool.imap_unordered(process_chunk, jobs)
         for finished, n in enumerate(results, 1):
             done += 1

@@ -30,6 +30,8 @@ import zlib
 
 import numpy as np
 
+from data_prep.files import paths_problem
+from data_prep.interrupt import EXIT_STOPPED, Interrupted, stop_at_once
 from data_prep.shards import WrittenOnce, existing_split, write_split
 
 CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
@@ -272,18 +274,26 @@ def _main(kind: str, argv) -> int:
                    help="download into --input first with torchvision (never done otherwise)")
     args = p.parse_args(argv)
     from data_prep.files import overlap_problem
-    problem = overlap_problem(args.out, "--out", [("--input", args.input)], itself=("dataset",))
+    problem = (paths_problem([] if args.download else [("--input", args.input)], args.out)
+               or overlap_problem(args.out, "--out", [("--input", args.input)],
+                                  itself=("dataset",)))
     if problem:
         print(f"alexnet prep {kind}: {problem}", file=sys.stderr)
         return 2
     try:
-        if args.download:
-            _download(kind, args.input)
-        dataset = load_cifar10(args.input) if kind == "cifar10" else load_fashion_mnist(args.input)
-        manifests = write_prepared(args.out, dataset, kind)
+        with stop_at_once():
+            if args.download:
+                _download(kind, args.input)
+            dataset = (load_cifar10(args.input) if kind == "cifar10"
+                       else load_fashion_mnist(args.input))
+            manifests = write_prepared(args.out, dataset, kind)
     except WrittenOnce as e:  # nothing was changed: a bad command line
         print(f"alexnet prep {kind}: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:     # the shards are written to temporary names: none is half there
+        print(f"alexnet prep {kind}: stopped by {e.signal_name}: run the same command again "
+              f"(exit status {EXIT_STOPPED})", file=sys.stderr)
+        return EXIT_STOPPED
     except SmallDataError as e:
         print(f"alexnet prep {kind}: {e}", file=sys.stderr)
         return 1

@@ -172,7 +172,8 @@ def load(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     sidecar = Path(f"{path}.sha256")
-    if sidecar.is_file():
+    verified = sidecar.is_file()     # then the bytes are exactly those that were written
+    if verified:
         expected = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
         actual = _sha256(path)
         if actual != expected:
@@ -184,19 +185,39 @@ def load(path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if verified and not _looks_saved_by_torch(path):   # written so: foreign, not damaged
+            raise _not_ours(path) from None
+        blocked = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
         raise CheckpointError(f"checkpoint {path} was refused by torch.load(weights_only=True): "
                               f"it holds objects other than tensors and plain values (possibly "
-                              f"malicious; nothing in it was run): {err}") from None
+                              f"malicious; nothing in it was run)"
+                              + (f": {blocked}" if blocked else "")) from None
     # What damaged files raised in a fuzz test (random truncations and flipped bytes, torch 2.14):
     # RuntimeError (zip records), UnpicklingError, ValueError/UnicodeDecodeError, KeyError,
     # IndexError, TypeError. About a third of damaged files still loaded: hence the digest.
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, LookupError,
             TypeError, AttributeError, OverflowError) as err:
+        if verified and not _looks_saved_by_torch(path):
+            raise _not_ours(path) from None
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
                               "use an older checkpoint") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     return state
+
+
+def _not_ours(path: Path) -> CheckpointError:
+    return CheckpointError(f"{path} is not a checkpoint of this project (neither the zip archive "
+                           f"torch.save writes nor a pickle): name a file that `alexnet train` "
+                           f"wrote; nothing in it was run")
+
+
+def _looks_saved_by_torch(path: Path) -> bool:
+    """A zip archive (torch.save's format) or a pickle (its legacy one), by the first bytes. torch's
+    own refusal text is never shown: it advises weights_only=False, which would run the file."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def load_latest(run_dir, map_location="cpu"):

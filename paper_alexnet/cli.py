@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 # verb -> (module, one-line help). Each module has main(argv) -> int.
 VERBS = {
@@ -35,4 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alexnet: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(VERBS[verb][0])
-    return int(module.main(rest) or 0)
+    with warnings.catch_warnings():          # puts Python's own display back afterwards
+        warnings.showwarning = one_line_warnings(verb)
+        return int(module.main(rest) or 0)
+
+
+def one_line_warnings(verb: str):
+    """A `warnings.showwarning` that prints "alexnet VERB: WARNING: message", the style of every
+    other line on stderr, instead of Python's "file:line: UserWarning: …" and the source line;
+    a warning of another kind than UserWarning (torch's, numpy's) keeps its kind."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        kind = "" if category is UserWarning else f" ({category.__name__})"
+        (file or sys.stderr).write(f"alexnet {verb}: WARNING: {message}{kind}\n")
+    return show

@@ -19,6 +19,8 @@ the train split's (`data_prep.stats`), used for every split.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -229,8 +231,45 @@ def _stream(root, cfg, data, batches, job, device):
     stats = device_stats(root, cfg, data, device)
     workers = worker_count(cfg.data.workers)
     loader = DataLoader(_Batches(data, batches, job), batch_size=None, num_workers=workers,
-                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
-    return (_on_device(batch, job, stats, cfg, device) for batch in loader)
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+                        worker_init_fn=_worker_signals)
+    return (_on_device(batch, job, stats, cfg, device) for batch in start_workers(loader))
+
+
+def start_workers(loader: DataLoader):
+    """iter(loader), its worker processes started with SIGTERM and SIGINT blocked.
+
+    A scheduler's SIGTERM (timeout, SLURM, `kill -TERM -- -PGID`) and a terminal's Ctrl-C reach
+    the whole process group. torch's workers die of SIGTERM, and the training process then fails
+    with "DataLoader worker … is killed by signal" wherever it is, even while writing the
+    checkpoint of the stop. Blocked, the signals wait in the workers (see `_worker_signals`), so
+    only the training process decides when to stop (preemption.py); it then shuts its workers
+    down as after any epoch. Signals that reach the training process while its workers start
+    stay pending for those milliseconds and are handled right after."""
+    if not loader.num_workers:
+        return iter(loader)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _worker_signals(worker_id: int):
+    """A worker's `worker_init_fn`: its SIGINTs stay blocked for good; of its SIGTERMs it obeys
+    only its parent's, which is how the training process ends a worker that does not stop by
+    itself (multiprocessing's terminate() at exit). Where sigwaitinfo is missing (macOS), SIGTERM
+    is unblocked: the worker dies of anyone's, as torch's workers do."""
+    if not hasattr(signal, "sigwaitinfo"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM,))
+        return
+    threading.Thread(target=_obey_parent_sigterm, args=(os.getppid(),), daemon=True).start()
+
+
+def _obey_parent_sigterm(parent: int):
+    while True:
+        if signal.sigwaitinfo((signal.SIGTERM,)).si_pid == parent:
+            os._exit(0)
 
 
 def train_batches(root, cfg, epoch: int, start_step: int = 0, rank: int = 0, world_size: int = 1,

@@ -261,8 +261,9 @@ def _asks_ten_crop(item: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done; 2 the command cannot start as given (nothing evaluated or written);
-    1 the evaluation failed."""
+    1 the evaluation failed; 75 stopped by SIGTERM or Ctrl-C (nothing written)."""
     from data_prep.files import overlap_problem
+    from data_prep.interrupt import EXIT_STOPPED, Interrupted, stop_at_once
     from data_prep.shards import FormatError
     parser = argparse.ArgumentParser(prog="alexnet eval", description="Top-1/top-5 error (§6) "
                                      "with the centre crop and ten crops; several checkpoints = "
@@ -317,8 +318,13 @@ def main(argv: list[str] | None = None) -> int:
                         raise preflight.StartError(f"--checkpoint {p} does not exist")
         if warning and world.is_main:
             print(f"alexnet eval: WARNING: {warning}", file=sys.stderr, flush=True)
-        result = evaluate(checkpoints, args.data, args.split, ten_crop=None,
-                          batch_size=args.batch_size, overrides=overrides, say=say)
+        with stop_at_once():
+            result = evaluate(checkpoints, args.data, args.split, ten_crop=None,
+                              batch_size=args.batch_size, overrides=overrides, say=say)
+    except Interrupted as err:       # SIGTERM or Ctrl-C: the result is written only at the end
+        print(f"alexnet eval: stopped by {err.signal_name}; nothing was written: run the same "
+              f"command again (exit status {EXIT_STOPPED})", file=sys.stderr)
+        return EXIT_STOPPED
     except preflight.StartError as err:
         print(f"alexnet eval: {err}", file=sys.stderr)
         return preflight.EXIT_USAGE

@@ -12,6 +12,9 @@ KIND      what happens right after the backward pass of step STEP (1-based: the 
           crash     RuntimeError (an uncaught Python error: the process exits with status 1)
           kill      SIGKILL to this process (a hard death: OOM killer, segfault)
           sigterm   SIGTERM to this process (a preemption at a known step)
+          busy      one long torch call (a 4096x4096 matrix product: a second or more on one
+                    core) announced by "ALEXNET_FAULT: busy" on stderr: signals that come during
+                    it wait for its end, as they do during the backward pass of a big network
 rank:R    only on rank R (default: every rank)
 attempts:A only while torchrun's restart count (TORCHELASTIC_RESTART_COUNT, 0 on the first
           attempt) is below A, so `crash:5,attempts:1` crashes once and the restarted job runs
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 ENV = "ALEXNET_FAULT"
-KINDS = ("nan_loss", "inf_grad", "crash", "kill", "sigterm")
+KINDS = ("nan_loss", "inf_grad", "crash", "kill", "sigterm", "busy")
 
 
 class InjectedCrash(RuntimeError):
@@ -90,3 +93,7 @@ def inject(fault: Fault | None, steps_done: int, loss: torch.Tensor, model: torc
         os.kill(os.getpid(), signal.SIGKILL)
     elif fault.kind == "sigterm":
         os.kill(os.getpid(), signal.SIGTERM)
+    elif fault.kind == "busy":
+        square = torch.ones(4096, 4096)
+        os.write(2, b"ALEXNET_FAULT: busy\n")
+        square @ square

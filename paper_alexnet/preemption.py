@@ -12,7 +12,11 @@ The first Ctrl-C says so on stderr ("stopping after this step and saving a check
 again to abort", written with os.write: a handler may interrupt a print). A second Ctrl-C stops
 at once (KeyboardInterrupt, even in the middle of writing that checkpoint: checkpoint.save writes
 to a temporary file and renames it, so the previous checkpoint stays valid; `alexnet train` then
-exits with EXIT_ABORTED = 130, 128 + SIGINT as shells report it).
+exits with EXIT_ABORTED = 130, 128 + SIGINT as shells report it). "At once" is at the end of the
+torch call in progress: Python runs signal handlers only between calls, and two SIGINTs that come
+during one long call (the backward pass of AlexNet on a CPU takes seconds) would run the handler
+once. So the handlers count the signals themselves, through `signal.set_wakeup_fd`, where Python
+writes one byte per signal as it arrives.
 
 Latency. One process: the flag is a host boolean, read after every step (free), so the run stops
 after the step in progress. Under torchrun/DDP every rank must stop after the SAME step (they save
@@ -57,28 +61,51 @@ class StopRequest:
 
     Handlers can only be installed from the main thread; elsewhere (training started from a worker
     thread) nothing is installed and `requested` stays False. `announce`: {signal: message}
-    written to stderr when that signal first arrives (None: silent). Processes forked after
-    `install` (DataLoader workers, which a terminal's Ctrl-C reaches too) inherit the handler and
-    ignore the signal: only the training process acts on it, and announces it once.
+    written to stderr when that signal first arrives (None: silent). DataLoader workers start
+    with both signals blocked (data.start_workers); any other process forked after `install`
+    inherits the handler and ignores the signal: only the training process acts on it, and
+    announces it once.
     """
 
     def __init__(self, announce: dict | None = None):
         self.signum: int | None = None
+        self.sigints = 0          # SIGINTs that reached this process since install()
         self._old: dict = {}
         self._announce = announce or {}
         self._pid = os.getpid()
+        self._pipe: tuple[int, int] | None = None
+        self._old_wakeup = -1
 
     def install(self) -> "StopRequest":
         self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
+            self._pipe = os.pipe()                       # one byte per signal, as it arrives
+            for fd in self._pipe:
+                os.set_blocking(fd, False)
+            self._old_wakeup = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+            _register_fork_guard()
+            _installed.append(self._pipe)
             for s in SIGNALS:
                 self._old[s] = signal.signal(s, self._handle)
         return self
 
+    def _count_signals(self):
+        """Read the bytes Python wrote for each signal since the last call; count the SIGINTs."""
+        while True:
+            try:
+                arrived = os.read(self._pipe[0], 4096)
+            except BlockingIOError:
+                return
+            if not arrived:
+                return
+            self.sigints += arrived.count(signal.SIGINT)
+
     def _handle(self, signum, frame):
         if os.getpid() != self._pid:
             return    # a forked DataLoader worker: it serves batches until the loop shuts it down
-        if self.signum is not None and signum == signal.SIGINT:
+        if self._pipe is not None:
+            self._count_signals()
+        if signum == signal.SIGINT and (self.signum is not None or self.sigints > 1):
             raise KeyboardInterrupt   # a second Ctrl-C: the user wants out now
         first = self.signum is None
         self.signum = signum
@@ -89,6 +116,12 @@ class StopRequest:
         for s, old in self._old.items():
             signal.signal(s, old)
         self._old = {}
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            _installed.remove(self._pipe)
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
 
     @property
     def requested(self) -> bool:
@@ -113,3 +146,22 @@ class StopRequest:
                             device=collective_device(world, torch.device(device)))
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
+
+
+
+_installed: list = []     # the wakeup pipes of this process's StopRequests, newest last
+
+
+def _register_fork_guard():
+    """A child forked without exec (a DataLoader worker) inherits the wakeup pipe: its own signals
+    must not count as the training process's. Registered once per process."""
+    if not hasattr(os, "register_at_fork") or getattr(_register_fork_guard, "done", False):
+        return
+    os.register_at_fork(after_in_child=_no_wakeup_in_child)
+    _register_fork_guard.done = True
+
+
+def _no_wakeup_in_child():
+    if _installed:
+        signal.set_wakeup_fd(-1)
+        _installed.clear()

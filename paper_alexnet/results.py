@@ -95,6 +95,9 @@ def run_checkpoint(run_dir) -> tuple[Path, str | None, str]:
     saying which checkpoint and network are evaluated). The network is the run's own: the
     checkpoint must hold the one RUN/config.yaml describes."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise preflight.StartError(f"--run-dir {run_dir} does not exist: name the run directory "
+                                   f"that `alexnet train --run-dir` wrote")
     listed = checkpoint.list_checkpoints(run_dir)
     if not listed:
         raise preflight.StartError(f"{run_dir} holds no checkpoint: train it first (alexnet "

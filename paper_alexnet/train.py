@@ -324,8 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alexnet train: {err}", file=sys.stderr)      # FormatError: data gone mid-run
         return 1
     except OSError as err:   # e.g. a full disk: checkpoints are atomic, the newest one is intact
-        print(f"alexnet train: {err}; the newest checkpoint in {run_dir} is intact: fix the cause "
-              "(e.g. free disk space) and run the same command to resume", file=sys.stderr)
+        kept = (f"the newest checkpoint in {run_dir} is intact" if
+                checkpoint.list_checkpoints(run_dir) else f"{run_dir} holds no checkpoint yet")
+        print(f"alexnet train: {err}; {kept}: fix the cause (e.g. free disk space) and run the "
+              "same command to resume", file=sys.stderr)
         return 1
     finally:
         distributed.shutdown(world)

@@ -256,6 +256,117 @@ def test_fault_spec_is_checked():
             fault_hook.parse(bad)
 
 
+# --------------------------------------------------------------------------- signals to the group
+
+WITH_WORKERS = [o for o in SHORT if o != "data.workers=0"] + ["data.workers=2"]
+
+
+def signal_group_when(cmd_args, tmp_path, pattern, signals, stream="stdout", env=None,
+                      timeout=300):
+    """Start `python -m paper_alexnet …` in a session of its own (as a shell job, timeout(1) or
+    SLURM run it) and send each (signal, delay) of `signals` to its whole process group once a
+    line of its `stream` ("stdout" or "stderr") matches `pattern`. Returns (exit status, stdout,
+    stderr); every process of the group has ended by then."""
+    out_file = tmp_path / "stdout.txt"
+    with open(out_file, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "paper_alexnet", *map(str, cmd_args)],
+                                env=env or child_env(), cwd=REPO, stdout=out,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        err = []
+        watched = proc.stderr if stream == "stderr" else open(out_file)
+        while proc.poll() is None:
+            line = watched.readline()
+            err.extend([line] if watched is proc.stderr else [])
+            if re.search(pattern, line):
+                for signum, delay in signals:
+                    time.sleep(delay)
+                    os.killpg(proc.pid, signum)
+                break
+            if not line:
+                time.sleep(0.01)
+        err.append(proc.communicate(timeout=timeout)[1])
+    deadline = time.monotonic() + 30   # the decode workers end with the training process
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"processes of group {proc.pid} outlived `alexnet train`")
+    return proc.returncode, out_file.read_text(), "".join(err)
+
+
+def test_group_sigterm_with_decode_workers_checkpoints_and_resumes(data_root, uninterrupted,
+                                                                   tmp_path):
+    """SIGTERM to the process group of `alexnet train` with 2 decode workers (timeout(1), SLURM,
+    `kill -TERM -- -PGID`), after a random step (during a step, or during an epoch's
+    evaluation): the workers live on until the training process has written the checkpoint of
+    its stop; exit 75; the same command resumes to the uninterrupted result. Before: the workers
+    died first and the run failed with "DataLoader worker … killed by signal", exit 1, no
+    checkpoint."""
+    seed = random.SystemRandom().randrange(1 << 30)
+    step = random.Random(seed).randint(1, 10)
+    why = f"(group SIGTERM after step {step}, seed {seed})"
+    recipe = write_recipe(tmp_path / "workers.yaml", WITH_WORKERS)
+    run = tmp_path / "run"
+    args = ["train", "--config", recipe, "--data", data_root, "--run-dir", run]
+    code, _, err = signal_group_when(args, tmp_path, rf" step {step}/",
+                                     [(signal.SIGTERM, 0.0)])
+    assert code == preemption.EXIT_PREEMPTED, f"{why}\n{err}"
+    assert "killed by signal" not in err and "Traceback" not in err, err
+    at = int(re.search(r"stopped by SIGTERM after step (\d+)", err).group(1))
+    assert step <= at < 12, why
+    assert checkpoint.load_latest(run)[1]["global_step"] == at, why
+    resumed = alexnet(["train", "--data", data_root, "--run-dir", run])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(run, uninterrupted)
+
+
+def test_second_ctrl_c_to_the_group_during_a_long_step_aborts(data_root, tmp_path):
+    """Ctrl-C twice (SIGINT to the process group, 0.05-0.5 s apart) while one long torch call of
+    step 6 runs, as the backward pass of AlexNet on a CPU: exit 130 in one line, without
+    finishing the step; the checkpoint of step 4 (end of epoch 1) is still the newest and loads.
+    Before: Python ran its handler once for the two signals, so the step finished, its
+    checkpoint was written and the run exited 75."""
+    gap = random.SystemRandom().uniform(0.05, 0.5)
+    recipe = write_recipe(tmp_path / "workers.yaml", WITH_WORKERS)
+    run = tmp_path / "run"
+    args = ["train", "--config", recipe, "--data", data_root, "--run-dir", run]
+    code, _, err = signal_group_when(args, tmp_path, "ALEXNET_FAULT: busy",
+                                     [(signal.SIGINT, 0.0), (signal.SIGINT, gap)], "stderr",
+                                     env=child_env(**{fault_hook.ENV: "busy:6"}))
+    assert code == preemption.EXIT_ABORTED, f"(second SIGINT {gap:.3f} s after the first)\n{err}"
+    assert err.count("aborted by a second Ctrl-C") == 1 and "Traceback" not in err, err
+    assert [s for s, _ in checkpoint.list_checkpoints(run)] == [4]
+    assert checkpoint.load(checkpoint.checkpoint_path(run, 4))["global_step"] == 4
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_two_ctrl_c_in_one_torch_call_are_counted_as_two():
+    """In process: two SIGINTs 0.05 s apart (from another thread) while one long torch call runs
+    (0.5-2 s) are two Ctrl-Cs, not one: KeyboardInterrupt as soon as the call returns."""
+    import threading
+
+    def twice():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)                     # sent at once, the kernel would merge them
+        os.kill(os.getpid(), signal.SIGINT)
+    square = torch.ones(3000, 3000)
+    ctrl_c_twice = threading.Timer(0.02, twice)
+    stop = preemption.StopRequest().install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c_twice.start()
+            square @ square                  # Python runs no handler before it returns
+            ctrl_c_twice.join()
+            square.sum()                     # handlers run here at the latest
+    finally:
+        ctrl_c_twice.join()
+        stop.restore()
+    assert stop.sigints == 2
+
+
 # --------------------------------------------------------------------------- slow: many signals
 
 @pytest.mark.slow
