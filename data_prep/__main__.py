@@ -54,15 +54,25 @@ def chunk_size(text: str) -> int:
     return n
 
 
+def jpeg_quality(text: str) -> int:
+    """--quality: libjpeg clamps anything outside 1..100 without a word, so refuse it."""
+    q = int(text)
+    if not 1 <= q <= 100:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1 to 100")
+    return q
+
+
 def add_prep_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the verbs that run data_prep.pipeline (imagenet, images)."""
     from data_prep.anomalies import DEFAULT_MAX_PIXELS
+    from data_prep.pipeline import QUALITY
 
     p.add_argument("--out", required=True, help="output ROOT (train/, val/, test/ inside)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (the "
                    "output does not depend on it; default: %(default)s, the CPUs here)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored resized "
-                   "images (docs/data.md: size vs PSNR; default: %(default)s)")
+    p.add_argument("--quality", type=jpeg_quality, default=QUALITY, help="JPEG quality of the stored "
+                   "resized images (default: %(default)s, the author's; docs/data.md: size vs "
+                   "PSNR)")
     p.add_argument("--chunk-size", type=chunk_size, default=1024, help="images per resumable "
                    "unit, 1 to 8,421,504 (the output does not depend on it; default: "
                    "%(default)s)")

@@ -5,13 +5,15 @@ ImageNet-like JPEGs (500×375, quality 90; colour noise with the 1/f amplitude s
 photographs, whose file sizes come out close to ILSVRC's ~110 kB), it measures, each as the median
 of `--repeats` runs:
 - a plain PIL loop (open the file, RGB, resize shorter side 256 with PIL's BOX, centre crop,
-  encode q90) on one core; wall rates suffer from other load on the machine, CPU time per image
-  much less: both are shown;
-- `pipeline.prepare_image` (the same with the area resize, plus the anomaly checks and the
-  statistics pass) on one core;
+  encode at the stored quality) on one core, as a point of reference (its filter is not the
+  author's); wall rates suffer from other load on the machine, CPU time per image much less: both
+  are shown;
+- `pipeline.prepare_image` (the same with the author's filters, area average when shrinking and
+  cubic when enlarging, plus the anomaly checks and the statistics pass) on one core;
 - the whole `prepare_split` (chunks, files, digests, merge, manifest) with 1..N worker processes,
   and its ratio to the plain loop in the same run (per core: CPU time per image);
-- the area resize against PIL's BOX (what prep used before): PSNR of the two 256×256 crops;
+- the area resize against PIL's BOX and the cubic one against PIL's BICUBIC (what prep used
+  before): PSNR of the two 256×256 crops;
 - stored size and PSNR of the 256×256 image at JPEG quality 75/85/90/95 (vs the exact crop);
 - Image.draft() (JPEG DCT-domain downscaling): speed and PSNR vs the exact path, on large images.
 """
@@ -32,6 +34,7 @@ import PIL
 from PIL import Image
 
 from data_prep import pipeline
+from data_prep.pipeline import QUALITY
 from data_prep.resize import resize_center_crop, target_size
 
 
@@ -67,15 +70,16 @@ def plain_pil(path: str) -> bytes:
     im = im.resize((w, h), Image.BOX)
     left, top = (w - 256) // 2, (h - 256) // 2
     out = io.BytesIO()
-    im.crop((left, top, left + 256, top + 256)).save(out, "JPEG", quality=90)
+    im.crop((left, top, left + 256, top + 256)).save(out, "JPEG", quality=QUALITY)
     return out.getvalue()
 
 
-def box_crop(im: Image.Image) -> Image.Image:
-    """What prep stored before the area resize: PIL's BOX to the §2 size, then the crop."""
+def pil_crop(im: Image.Image, resample) -> Image.Image:
+    """What prep stored before the author's filters: PIL's BOX (shrinking) or BICUBIC
+    (enlarging) to the §2 size, then the crop."""
     w, h = target_size(*im.size)
     left, top = (w - 256) // 2, (h - 256) // 2
-    return im.resize((w, h), Image.BOX).crop((left, top, left + 256, top + 256))
+    return im.resize((w, h), resample).crop((left, top, left + 256, top + 256))
 
 
 def input_files(args, folder: str) -> tuple[list[str], str]:
@@ -146,7 +150,7 @@ def report(args, paths: list[str], words: str, tmp: str) -> None:
           f"Python {platform.python_version()}, Pillow {PIL.__version__}, numpy {np.__version__}; "
           f"{words} (mean {np.mean([len(f) for f in files]) / 1e3:.0f} kB), median of "
           f"{args.repeats}")
-    params = dict(size=256, quality=90, max_pixels=10**8, exif_transpose=False, stats=True,
+    params = dict(size=256, quality=QUALITY, max_pixels=10**8, exif_transpose=False, stats=True,
                   shard_bytes=1 << 30)
     print("\n| one core | images/s (wall) | CPU ms/image | images/s per CPU-second |"
           "\n|---|---|---|---|")
@@ -186,16 +190,21 @@ def report(args, paths: list[str], words: str, tmp: str) -> None:
     print(f"\nwhole split with 1 worker against the plain PIL loop, same files, same run: "
           f"{plain[1] / base[1]:.2f}x per CPU-second ({1e3 * plain[1] / n:.2f} vs "
           f"{1e3 * base[1] / n:.2f} ms of CPU per image), {plain[0] / base[0]:.2f}x wall")
-    crops, box_psnr = [], []
+    crops, box_psnr, bicubic_psnr = [], [], []
     for f in files:
         im = Image.open(io.BytesIO(f)).convert("RGB")
         crops.append(resize_center_crop(im))
-        if target_size(*im.size)[0] < im.size[0]:  # shrunk: area and BOX differ
-            box_psnr.append(psnr(np.asarray(crops[-1]), np.asarray(box_crop(im))))
-    if box_psnr:
-        print(f"\narea resize against PIL's BOX (the resize prep used before), 256x256 crops of "
-              f"the {len(box_psnr)} shrunk images: PSNR mean {np.mean(box_psnr):.2f} dB, median "
-              f"{np.median(box_psnr):.2f}, min {np.min(box_psnr):.2f}")
+        if min(im.size) != 256:  # area against BOX when shrunk, cubic against BICUBIC enlarged
+            shrunk = min(im.size) > 256
+            pil = pil_crop(im, Image.BOX if shrunk else Image.BICUBIC)
+            (box_psnr if shrunk else bicubic_psnr).append(psnr(np.asarray(crops[-1]),
+                                                               np.asarray(pil)))
+    for words, ps in (("area resize against PIL's BOX", box_psnr),
+                      ("cubic (a = -0.75) against PIL's BICUBIC (a = -0.5)", bicubic_psnr)):
+        if ps:
+            print(f"\n{words} (what prep used before), 256x256 crops of the {len(ps)} "
+                  f"{'shrunk' if ps is box_psnr else 'enlarged'} images: PSNR mean "
+                  f"{np.mean(ps):.2f} dB, median {np.median(ps):.2f}, min {np.min(ps):.2f}")
     print("\n| stored quality | mean kB / 256x256 image | PSNR dB vs exact crop |\n|---|---|---|")
     for q in (75, 85, 90, 95):
         sizes, ps = [], []

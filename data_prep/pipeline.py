@@ -49,6 +49,11 @@ FAILURES = ("rejected", "skipped", "missing")  # anomaly kinds counted against -
 KILL_ENV = "DATA_PREP_TEST_KILL_AFTER_CHUNKS"  # tests: SIGKILL ourselves after k chunks
 
 
+# the author's stored quality: cuda-convnet2 make-data pyext.h `#define JPEG_QUALITY 95`, passed to
+# cv::imencode in makeJPEG
+QUALITY = 95
+
+
 class PrepError(Exception):
     """Preparation stopped; the message says why and what to do."""
 

@@ -15,7 +15,15 @@ whole-number factors. The average is separable: two matrix products with the (ba
 weights, cut into blocks of output rows so that only the band is multiplied, computed only for the
 rows and columns that survive the crop, in float32 (exact for whole-number factors: integer sums),
 rounded half up. BLAS kernels differ between CPU types, so on another machine a pixel within
-float32 error of x.5 may round the other way. Enlarging uses PIL's BICUBIC (the cubic filter of INTER_CUBIC).
+float32 error of x.5 may round the other way.
+
+Enlarging is OpenCV's INTER_CUBIC as cv::resize computes it for 8-bit images: cubic convolution with
+a = -0.75 (PIL's BICUBIC has a = -0.5, a different filter); output pixel j reads source position
+x = (j + 0.5)·n/m - 0.5 (pixel centres), taps floor(x) - 1 .. floor(x) + 2, indices clamped to the
+image (replicate border); the four float32 weights are rounded to 11-bit fixed point (units of
+1/2048), the two passes summed exactly in int32 and the result rounded half up, (v + 2^21) >> 22,
+and saturated to 0..255. Integers throughout, so it is the same on every CPU. Only the rows and
+columns that survive the crop are computed.
 No `reducing_gap` and no JPEG `draft()`: both would change pixels (docs/data.md measures draft()).
 """
 from __future__ import annotations
@@ -29,8 +37,11 @@ from data_prep import blas
 
 SIZE = 256  # §2
 RESAMPLE = ("shorter side to size: area average with fractional pixel weights (OpenCV INTER_AREA) "
-            "when shrinking, BICUBIC when enlarging (cuda-convnet2); central crop")  # manifests
+            "when shrinking, OpenCV INTER_CUBIC (a = -0.75, 11-bit weights) when enlarging "
+            "(cuda-convnet2); central crop")  # manifests
 BLOCK_ROWS, BLOCK_COLS = 16, 8  # output rows / columns per matrix product (measured fastest)
+CUBIC_A = np.float32(-0.75)  # OpenCV's interpolateCubic (PIL's BICUBIC: -0.5)
+COEF_BITS = 11               # cv::resize's INTER_RESIZE_COEF_BITS: 8-bit images, weights in 1/2048
 
 
 def target_size(width: int, height: int, size: int = SIZE) -> tuple[int, int]:
@@ -108,14 +119,72 @@ def area_resize_crop(image: Image.Image, new_w: int, new_h: int, left: int, top:
     return Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
 
 
+def cubic_weights(t: np.ndarray) -> np.ndarray:
+    """(len(t), 4) float32 weights of taps floor(x) - 1 .. floor(x) + 2 for fractional offsets
+    t = x - floor(x) (float32), evaluated as OpenCV's interpolateCubic does, in float32: the last
+    weight is 1 minus the others."""
+    a, one = CUBIC_A, np.float32(1)
+    w0 = ((a * (t + one) - 5 * a) * (t + one) + 8 * a) * (t + one) - 4 * a
+    w1 = ((a + 2) * t - (a + 3)) * t * t + one
+    w2 = ((a + 2) * (one - t) - (a + 3)) * (one - t) * (one - t) + one
+    w3 = one - w0 - w1 - w2
+    return np.stack([w0, w1, w2, w3], axis=1)
+
+
+@functools.lru_cache(maxsize=1024)  # images share sizes
+def _cubic_taps(first: int, count: int, n_in: int, n_out: int, channels: int):
+    """(lo, hi, index, weights) for output pixels first..first+count-1 of an axis enlarged from
+    n_in to n_out pixels: they read source pixels lo..hi-1. index[k] (4, count·channels) is the
+    position, relative to lo, of tap k of each output value in a row of `channels` interleaved
+    values per pixel (index[k][j·C + c] reads pixel tap_k(j), channel c); weights[k] int32 is its
+    11-bit fixed-point weight. Taps outside the image read its first / last pixel."""
+    scale = 1.0 / (n_out / n_in)  # as cv::resize: from its inverse, in double
+    x = ((np.arange(first, first + count) + 0.5) * scale - 0.5).astype(np.float32)
+    floor = np.floor(x)
+    weights = np.rint(cubic_weights(x - floor) * np.float32(1 << COEF_BITS)).astype(np.int32)
+    taps = np.clip(floor.astype(np.int64)[:, None] + np.arange(-1, 3), 0, n_in - 1)  # (count, 4)
+    lo, hi = int(taps.min()), int(taps.max()) + 1
+    index = (taps.T[:, :, None] - lo) * channels + np.arange(channels)     # (4, count, C)
+    weights = np.repeat(weights.T[:, :, None], channels, axis=2)          # (4, count, C)
+    index, weights = index.reshape(4, -1), weights.reshape(4, -1)
+    index.flags.writeable = weights.flags.writeable = False  # cached: shared by every call
+    return lo, hi, index, weights
+
+
+def cubic_resize_crop(image: Image.Image, new_w: int, new_h: int, left: int, top: int,
+                      size: int) -> Image.Image:
+    """The size×size patch at (left, top) of `image` enlarged to new_w×new_h by cubic convolution
+    (OpenCV INTER_CUBIC, 8-bit), computed only for that patch: horizontal pass first, on the
+    few source rows, then the vertical one, both in exact integers."""
+    width, height = image.size
+    channels = len(image.getbands())
+    y0, y1, rows, beta = _cubic_taps(top, size, height, new_h, 1)
+    x0, x1, cols, alpha = _cubic_taps(left, size, width, new_w, channels)
+    src = np.asarray(image.crop((x0, y0, x1, y1))).reshape(y1 - y0, (x1 - x0) * channels)
+    # |sums| <= 255 · 2816² < 2^31 (2816 = 2048 · 1.375, the largest sum of |weights|): int32
+    across = alpha[0] * np.take(src, cols[0], axis=1)                    # (y1 - y0, size·C)
+    for k in range(1, 4):
+        across += alpha[k] * np.take(src, cols[k], axis=1)
+    total = beta[0][:, None] * across[rows[0]]                            # (size, size·C)
+    for k in range(1, 4):
+        total += beta[k][:, None] * across[rows[k]]
+    shift = 2 * COEF_BITS
+    total += 1 << (shift - 1)
+    total >>= shift  # floor: rounds half up, negative values included
+    pixels = np.clip(total, 0, 255).astype(np.uint8).reshape(size, size, channels)
+    return Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+
+
 def resize_center_crop(image: Image.Image, size: int = SIZE) -> Image.Image:
-    """Shorter side to `size` (area average down, bicubic up), then the central size×size patch;
-    an odd margin drops its extra pixel on the right / at the bottom (offset = margin // 2)."""
+    """Shorter side to `size`, then the central size×size patch; an odd margin drops its extra
+    pixel on the right / at the bottom (offset = margin // 2). As the author's makeJPEG: area
+    average when shrinking, cubic when enlarging, a plain copy at scale 1."""
     width, height = image.size
     new_w, new_h = target_size(width, height, size)
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    if (new_w, new_h) != (width, height):
-        if new_w <= width and new_h <= height:
-            return area_resize_crop(image, new_w, new_h, left, top, size)
-        image = image.resize((new_w, new_h), resample=Image.BICUBIC)
+    short = min(width, height)
+    if short > size:
+        return area_resize_crop(image, new_w, new_h, left, top, size)
+    if short < size:
+        return cubic_resize_crop(image, new_w, new_h, left, top, size)
     return image.crop((left, top, left + size, top + size))

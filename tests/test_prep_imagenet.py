@@ -47,6 +47,30 @@ def test_class_folders(tmp_path):
     check_prepared(tmp_path / "out", data)
 
 
+def quantization(jpeg_bytes):
+    with Image.open(io.BytesIO(jpeg_bytes)) as im:
+        return im.quantization
+
+
+def test_stored_jpegs_are_quality_95_by_default_as_the_author_stored_them(tmp_path, capsys):
+    """cuda-convnet2's make-data encodes at JPEG_QUALITY 95: a fresh prep records 95 in its
+    manifest and its records carry libjpeg's quality-95 quantisation tables."""
+    data = dataset(n_train=1, n_val=1)
+    write_folders(tmp_path / "raw", data)
+    assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out"]) == 0
+    train = PreparedSplit(tmp_path / "out" / "train")
+    assert train.manifest["prep"]["quality"] == 95
+    q95 = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(q95, "JPEG", quality=95)
+    assert quantization(train.read(0)) == quantization(q95.getvalue())
+    for bad in ("0", "101"):  # libjpeg would clamp these silently: a command-line error
+        with pytest.raises(SystemExit) as stop:
+            prep(["--input", tmp_path / "raw", "--out", tmp_path / "bad", "--quality", bad])
+        assert stop.value.code == 2
+        assert f"argument --quality: {bad}: must be 1 to 100" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "bad")
+
+
 def test_official_tars_with_devkit_and_val_labels_fallback(tmp_path, capsys):
     data = dataset()
     write_official(tmp_path / "raw", data)

@@ -119,7 +119,7 @@ def test_size_n_resizes_and_crops_to_jpeg_with_both_eval_folders(tmp_path):
     assert all(p == [] for p in verify(tmp_path / "out", decode=True).values())
     train = PreparedSplit(tmp_path / "out" / "train")
     assert train.encoding == "jpeg" and train.image_shape == (16, 16, 3)
-    assert train.manifest["prep"]["quality"] == 90
+    assert train.manifest["prep"]["quality"] == 95
     test = PreparedSplit(tmp_path / "out" / "test")
     assert test.manifest["prep"]["source"]["folder"] == "test/"
     assert [str(n) for n in test.names] == [f"{c}/{f}" for c, f in order["test"]]

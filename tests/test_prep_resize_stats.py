@@ -92,11 +92,119 @@ def test_area_resize_of_the_crop_equals_the_whole_resize_then_the_crop(w, h):
     np.testing.assert_array_equal(got[clear], np.floor(want + 0.5)[clear])
 
 
-def test_enlarging_is_pil_bicubic_then_the_crop():
-    a = np.random.default_rng(4).integers(0, 256, (200, 240, 3), dtype=np.uint8)
-    want = Image.fromarray(a).resize((307, 256), Image.BICUBIC).crop((25, 0, 281, 256))
-    np.testing.assert_array_equal(np.asarray(resize_center_crop(Image.fromarray(a))),
-                                  np.asarray(want))
+# Enlarging: OpenCV INTER_CUBIC. Cubic convolution with a = -0.75 (PIL's BICUBIC: a = -0.5):
+#   W(d) = 1.25·d³ - 2.25·d² + 1          for d <= 1
+#   W(d) = -0.75·(d³ - 5·d² + 8·d - 4)    for 1 < d < 2
+# output pixel j of an axis enlarged from n to m reads x = (j + 0.5)·n/m - 0.5, taps floor(x) - 1
+# .. floor(x) + 2 at distances 1 + t, t, 1 - t, 2 - t (t = x - floor(x)), clamped to the image;
+# weights rounded to 1/2048, result rounded half up and saturated to 0..255.
+
+def test_cubic_enlarging_of_a_ramp_computed_by_hand():
+    """[0, 60, 120, 180] enlarged 4 -> 6, along the width and along the height.
+    x = -1/6, 1/2, 7/6, 11/6, 5/2, 19/6, i.e. floor(x) = -1, 0, 1, 1, 2, 3 and t = 5/6, 1/2, 1/6,
+    5/6, 1/2, 1/6. Weights of the four taps, in 1/864:
+      t = 5/6: W(11/6), W(5/6), W(1/6), W(7/6) = [-15, 139, 815, -75]  (11-bit: -36, 329, 1932, -178)
+      t = 1/2: W(3/2),  W(1/2), W(1/2), W(3/2) = [-81, 513, 513, -81]  (11-bit: -192, 1216, 1216, -192)
+      t = 1/6: the t = 5/6 weights reversed.
+    Taps (clamped) and values:
+      j=0: pixels 0,0,0,1 = [0, 0, 0, 60]:       -75·60 / 864 = -5.21 -> 0 (saturated)
+      j=1: pixels 0,0,1,2 = [0, 0, 60, 120]:     (513·60 - 81·120) / 864 = 24.375 -> 24
+      j=2: pixels 0..3:                          (815·60 + 139·120 - 15·180) / 864 = 72.78 -> 73
+      j=3: pixels 0..3:                          (139·60 + 815·120 - 75·180) / 864 = 107.22 -> 107
+      j=4: pixels 1,2,3,3 = [60, 120, 180, 180]: (-81·60 + 513·120 + 432·180) / 864 = 155.625 -> 156
+      j=5: pixels 2,3,3,3 = [120, 180, 180, 180]: (-75·120 + 939·180) / 864 = 185.21 -> 185
+    (the 11-bit weights give the same pixels: the weights of the constant axis sum to 2047 or 2048
+    of 2048, which moves no value across a rounding boundary here). a = -0.5 does not reproduce
+    this: PIL's BICUBIC gives [0, 25, 70, 110, 155, 184]."""
+    ramp = np.tile(np.array([0, 60, 120, 180], np.uint8), (4, 1))  # 4x4, every row the ramp
+    want = [0, 24, 73, 107, 156, 185]
+    along_width = np.asarray(resize_center_crop(Image.fromarray(ramp), 6))
+    np.testing.assert_array_equal(along_width, np.tile(want, (6, 1)))
+    along_height = np.asarray(resize_center_crop(Image.fromarray(np.ascontiguousarray(ramp.T)), 6))
+    np.testing.assert_array_equal(along_height, np.tile(want, (6, 1)).T)
+
+
+def test_cubic_reads_pixel_centres():
+    """A bright column (140 on 40) at x = 1 of 4, enlarged 4 -> 8: x = (j + 0.5)/2 - 0.5 = j/2 -
+    1/4, so t is 3/4 or 1/4 and the weights are exact in 11 bits: W(1/4) = 225/256, W(3/4) =
+    67/256, W(5/4) = -27/256, W(7/4) = -9/256. Output j = 40 + 100·W(|x_j - 1|), taps clamped:
+      x = -1/4, 1/4, 3/4, 5/4, 7/4, 9/4, 11/4, 13/4
+      distance to 1 = 5/4, 3/4, 1/4, 1/4, 3/4, 5/4, 7/4, (9/4: not a tap of x = 13/4)
+      40 + 100·W = 29.45, 66.17, 127.89, 127.89, 66.17, 29.45, 36.48, 40 -> 29, 66, 128, 128, 66, 29,
+      36, 40.
+    Another mapping moves the peak: x = j·n/m (no centre shift) puts it at j = 2 alone, corner
+    alignment x = j·(n-1)/(m-1) at 7/3. PIL's BICUBIC (a = -0.5) gives 127 at the peak."""
+    column = np.full((4, 4), 40, np.uint8)
+    column[:, 1] = 140
+    want = [29, 66, 128, 128, 66, 29, 36, 40]
+    np.testing.assert_array_equal(np.asarray(resize_center_crop(Image.fromarray(column), 8)),
+                                  np.tile(want, (8, 1)))
+    row = np.ascontiguousarray(column.T)
+    np.testing.assert_array_equal(np.asarray(resize_center_crop(Image.fromarray(row), 8)),
+                                  np.tile(want, (8, 1)).T)
+
+
+def test_cubic_replicates_the_border_pixels_and_saturates():
+    """[100, 0, 0, 200] enlarged 4 -> 8 (the weights of the test above). Taps outside the image
+    read its first / last pixel (OpenCV's replicate border):
+      j=0: x = -1/4, taps -2, -1, 0, 1 -> pixels 0, 0, 0, 1 = [100, 100, 100, 0]: 100·(-9 + 67 +
+           225)/256 = 110.55 -> 111 (zero padding: 88; mirroring without the edge: 88; with: 114)
+      j=1: x = 1/4, pixels 0, 0, 1, 2: 100·(-27 + 225)/256 = 77.34 -> 77
+      j=2: x = 3/4, pixels 0, 0, 1, 2: 100·(-9 + 67)/256 = 22.66 -> 23
+      j=3: x = 5/4, pixels 0..3: (-27·100 - 9·200)/256 = -17.6 -> 0 (saturated)
+      j=4: x = 7/4, pixels 0..3: (-9·100 - 27·200)/256 = -24.6 -> 0
+      j=5: x = 9/4, pixels 1, 2, 3, 3: 200·(67 - 9)/256 = 45.31 -> 45
+      j=6: x = 11/4, pixels 1, 2, 3, 3: 200·(225 - 27)/256 = 154.69 -> 155
+      j=7: x = 13/4, pixels 2, 3, 3, 3: 200·(225 + 67 - 9)/256 = 221.09 -> 221"""
+    edges = np.tile(np.array([100, 0, 0, 200], np.uint8), (4, 1))
+    want = [111, 77, 23, 0, 0, 45, 155, 221]
+    rgb = np.repeat(edges[:, :, None], 3, axis=2)  # and 3 interleaved channels
+    np.testing.assert_array_equal(np.asarray(resize_center_crop(Image.fromarray(rgb), 8)),
+                                  np.repeat(np.tile(want, (8, 1))[:, :, None], 3, axis=2))
+    tall = np.ascontiguousarray(edges.T)
+    np.testing.assert_array_equal(np.asarray(resize_center_crop(Image.fromarray(tall), 8)),
+                                  np.tile(want, (8, 1)).T)
+
+
+def cubic_reference(a, new_w, new_h):
+    """INTER_CUBIC of a whole (h, w, C) image by the definition above, one axis at a time: the
+    weight of source pixel i for output j is W(|x_j - i|), float64, rounded to 1/2048; taps past
+    an edge are added to the edge pixel; exact integer sums, rounded half up, saturated."""
+    def weights(n, m):
+        x = (np.arange(m) + 0.5) * n / m - 0.5
+        w = np.zeros((m, n), np.int64)
+        for j in range(m):
+            for tap in range(int(np.floor(x[j])) - 1, int(np.floor(x[j])) + 3):
+                d = abs(x[j] - tap)
+                wd = 1.25 * d**3 - 2.25 * d**2 + 1 if d <= 1 else -0.75 * (d**3 - 5 * d**2 + 8 * d - 4)
+                w[j, min(max(tap, 0), n - 1)] += int(np.rint(wd * 2048))
+        return w
+    h, w = a.shape[:2]
+    total = np.einsum("yi,xk,ikc->yxc", weights(h, new_h), weights(w, new_w), a.astype(np.int64))
+    return np.clip((total + (1 << 21)) >> 22, 0, 255)
+
+
+@pytest.mark.parametrize("w,h", [(7, 5), (5, 9), (11, 6)])
+def test_cubic_resize_of_the_crop_equals_the_whole_enlargement_then_the_crop(w, h):
+    """Only the rows and columns that survive the crop are computed: the same pixels as the
+    definition applied to the whole image, then cropped (size 16, fractional scales, odd margins)."""
+    a = np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    new_w, new_h = target_size(w, h, 16)
+    left, top = (new_w - 16) // 2, (new_h - 16) // 2
+    want = cubic_reference(a, new_w, new_h)[top:top + 16, left:left + 16]
+    np.testing.assert_array_equal(np.asarray(resize_center_crop(Image.fromarray(a), 16)), want)
+
+
+def test_enlarge_is_cubic_shrink_is_area_scale_one_is_a_copy():
+    """The author's switch (makeJPEG): INTER_CUBIC above scale 1, INTER_AREA below, a copy at 1;
+    the same 5x4 image to size 3 (shrink), 4 (copy, then the central crop) and 6 (enlarge)."""
+    a = np.random.default_rng(8).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    im = Image.fromarray(a)
+    np.testing.assert_array_equal(np.asarray(resize_center_crop(im, 3)),
+                                  np.asarray(area_resize_crop(im, 4, 3, 0, 0, 3)))
+    np.testing.assert_array_equal(np.asarray(resize_center_crop(im, 4)), a[:, 0:4])
+    np.testing.assert_array_equal(np.asarray(resize_center_crop(im, 6)),
+                                  cubic_reference(a, 8, 6)[:, 1:7])
 
 
 # --- statistics --------------------------------------------------------------------------------

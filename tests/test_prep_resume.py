@@ -1,11 +1,13 @@
 """§2 ImageNet preparation is parallel, resumable and deterministic: any number of workers and any
 chunking, a SIGKILL, a full disk or a failure during the merge, then a rerun: identical bytes."""
+import io
 import os
 import signal
 import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from data_prep.__main__ import main
 from data_prep.verify import digest_tree
@@ -14,7 +16,11 @@ from raw_imagenet import dataset, prep, write_folders
 
 
 def test_one_and_two_workers_and_any_chunking_give_identical_bytes(tmp_path):
-    write_folders(tmp_path / "raw", dataset())
+    """The images are 40 to 90 pixels a side: every one is enlarged (the cubic path)."""
+    data = dataset()
+    assert all(max(Image.open(io.BytesIO(b)).size) < 256
+               for split in data.values() for files in split.values() for b in files.values())
+    write_folders(tmp_path / "raw", data)
     assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "w1"]) == 0
     assert main(["imagenet", "--input", str(tmp_path / "raw"), "--out", str(tmp_path / "w2"),
                  "--chunk-size", "3", "--workers", "2"]) == 0  # chunking does not matter either
