@@ -52,7 +52,7 @@ def test_imagewoof_recipe_changes_only_the_keys_its_header_explains():
     explained |= {"train.milestone_every"}           # explained on train.keep_last's line
     assert recipes.config_diff(cfg) == {
         "model.num_classes": 10, "schedule.signal_split": "train_holdout", "data.holdout": 500,
-        "data.workers": 0, "train.epochs": 25, "train.keep_last": 1,
+        "data.workers": 0, "train.epochs": 25, "train.keep_last": 1, "optim.lr": 0.001,
         "train.milestone_every": 1000, "eval.batch_size": 50}
     assert explained == set(recipes.config_diff(cfg)) | {"model.init"}
     assert cfg.model.init == "paper" and cfg.data.holdout < 9025
