@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     from paper_alexnet.checkpoint import CheckpointError
     from paper_alexnet.config import ConfigError
     from paper_alexnet.evaluate import EvaluationError
-    from paper_alexnet.preemption import EXIT_PREEMPTED, Preempted
+    from paper_alexnet.preemption import EXIT_ABORTED, EXIT_PREEMPTED, Preempted
     from experiments.runner import RunsFailed, between_runs
     args = parser().parse_args(argv)
     problem = check(args)
@@ -308,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as err:      # a resumable stop, as `alexnet train` reports it
         print(f"alexnet experiment {args.command}: {err}", file=sys.stderr)
         return EXIT_PREEMPTED
+    except KeyboardInterrupt:     # a second Ctrl-C: out now, as `alexnet train` does
+        print(f"alexnet experiment {args.command}: aborted by a second Ctrl-C; finished runs and "
+              "checkpoints are intact (one being written is discarded): run the same command to "
+              "resume", file=sys.stderr)
+        return EXIT_ABORTED
     except (ConfigError, FileNotFoundError, ValueError, FormatError, CheckpointError,
             EvaluationError, RunsFailed, OSError) as err:
         print(f"alexnet experiment {args.command}: {err}", file=sys.stderr)

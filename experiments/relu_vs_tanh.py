@@ -496,7 +496,8 @@ def _search_section(exp_dir: Path, manifest: dict, search: str) -> list[str]:
                  "twice as many, and so on, until one rate is left or one reaches 25% (each run "
                  "stops there). The phase column says how far each rate got.", ""]
     else:
-        lines = [f"## Learning-rate search ({manifest['search_epochs']} epochs per trial)", "",
+        n = manifest['search_epochs']
+        lines = [f"## Learning-rate search ({n} epoch{'s' if n != 1 else ''} per trial)", "",
                  "Fastest to the target wins: fewest epochs to "
                  f"{100 * TARGET:.0f}% training error, then the lowest mean training error over "
                  "the trial; diverged runs last. Phases: `grid` = the coarse grid "

@@ -246,3 +246,11 @@ def test_make_examples_relu_factors_end_to_end_and_resumable(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert checkpoints() == first
     assert (tmp_path / "reports" / "relu_factors_cifar10_cpu" / "report.md").read_text() == table
+
+
+def test_search_heading_says_epoch_or_epochs(tmp_path):
+    from experiments.relu_vs_tanh import _search_section
+    for n, heading in ((1, "## Learning-rate search (1 epoch per trial)"),
+                       (3, "## Learning-rate search (3 epochs per trial)")):
+        lines = _search_section(tmp_path, {"search_epochs": n, "lrs": [0.01]}, "grid")
+        assert lines[0] == heading

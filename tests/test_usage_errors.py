@@ -219,3 +219,19 @@ def test_group_sigterm_during_prep_with_workers_resumes_byte_identically(tmp_pat
     assert again.returncode == 0, again.stderr
     for split in ("train", "val"):
         assert digest_tree(str(tmp_path / "root" / split)) == digest_tree(str(whole / split))
+
+
+def test_a_second_ctrl_c_during_an_experiment_is_one_line_and_exit_130(monkeypatch, capsys,
+                                                                       tmp_path):
+    """The training loop and the between-runs handler answer a second Ctrl-C with
+    KeyboardInterrupt; the experiment command says so in one line (no traceback), exit 130."""
+    from experiments import cli as experiment_cli
+
+    def second_ctrl_c(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment_cli, "run", second_ctrl_c)
+    code = experiment_cli.main(["generate", "cifar10", str(tmp_path / "gen")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130
+    assert len(err) == 1 and err[0].startswith("alexnet experiment generate: aborted by a second "
+                                               "Ctrl-C")
