@@ -1,5 +1,6 @@
 """§2 prepared data, written once: the file primitives every writer uses (shards, stats, the
-resumable chunks of the pipeline), and the checks that an input exists and an output path can be
+resumable chunks of the pipeline; paper_alexnet's checkpoints, metrics and results and the
+experiments' records use AtomicFile too), and the checks that an input exists and an output path can be
 written, which every `alexnet` verb makes before it starts. The lowest module of data_prep: it imports nothing of
 ours."""
 from __future__ import annotations
@@ -10,19 +11,59 @@ import os
 import numpy as np
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write to path.tmp, fsync, rename: a reader never sees a half-written file."""
-    tmp = path + ".tmp"
+class AtomicFile:
+    """A file that gets its name only when it is complete: written under a hidden temporary name
+    beside it (".NAME.tmp"); `commit()` fsyncs it, renames it (atomic on POSIX) and fsyncs the
+    folder, so that after a crash or a power cut the name holds the whole file or what it held
+    before. `discard()` removes the temporary file. As a `with` block: commits when the block ends,
+    discards on any exception (a second Ctrl-C, KeyboardInterrupt, included), so an abandoned
+    write leaves nothing behind. `.file` is the open temporary file."""
+
+    def __init__(self, path, mode: str = "wb"):
+        self.path = os.fspath(path)
+        folder, name = os.path.split(self.path)
+        self.tmp = os.path.join(folder, f".{name}.tmp")
+        self.file = open(self.tmp, mode)
+
+    def commit(self) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())   # the bytes are on disk before the name points at them
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        fsync_dir(os.path.dirname(self.path))   # and the rename itself survives a power cut
+
+    def discard(self) -> None:
+        self.file.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+    def __enter__(self) -> "AtomicFile":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write `data` as the whole of `path` through an AtomicFile: a reader never sees a
+    half-written file."""
+    with AtomicFile(path) as out:
+        out.file.write(data)
+
+
+def fsync_dir(folder) -> None:
+    fd = os.open(os.fspath(folder) or ".", os.O_RDONLY)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def npz_bytes(**arrays) -> bytes:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 
+from data_prep.files import write_atomic
 from paper_alexnet import checkpoint, config, preflight
 
 VIEWS = ("center", "ten_crop")
@@ -84,9 +84,7 @@ def write_result(out, result: dict) -> dict:
             f.write((json.dumps(old) if old is not None else json.dumps(
                 {"unreadable_previous_result": out.read_text(errors="replace")})) + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_atomic(out, (json.dumps(result, indent=2) + "\n").encode())
     return result
 
 
