@@ -5,6 +5,7 @@ written, which every `alexnet` verb makes before it starts. The lowest module of
 ours."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 
@@ -64,6 +65,15 @@ def fsync_dir(folder) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sha256_file(path, block: int = 1 << 22) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (a checkpoint is hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def npz_bytes(**arrays) -> bytes:

@@ -33,7 +33,7 @@ import os
 import numpy as np
 
 from data_prep import stats
-from data_prep.files import AtomicFile, npz_bytes, write_atomic
+from data_prep.files import AtomicFile, npz_bytes, sha256_file, write_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -105,14 +105,6 @@ def existing_split(out_dir, same) -> dict | None:
 
 def shard_name(k: int) -> str:
     return f"shard-{k:05d}.bin"
-
-
-def sha256_file(path: str, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(block), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def classes_tsv(classes) -> bytes:

@@ -27,7 +27,6 @@ such values; `code_version()` says which code wrote the checkpoint.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import random
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.files import AtomicFile, write_atomic
+from data_prep.files import AtomicFile, sha256_file, write_atomic
 
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
@@ -65,14 +64,6 @@ def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
     found = [(int(m.group(1)), folder / name) for name in os.listdir(folder)
              if (m := _NAME.match(name))]
     return sorted(found)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _remove(path: Path):
@@ -116,7 +107,7 @@ def save(run_dir, state: dict, step: int, keep_last: int, milestone: bool = Fals
         torch.save(state, out.file)
         out.file.flush()
         # The digest is of the bytes as they are in the file, read back.
-        write_atomic(f"{path}.sha256", f"{_sha256(Path(out.tmp))}  {path.name}\n".encode())
+        write_atomic(f"{path}.sha256", f"{sha256_file(out.tmp)}  {path.name}\n".encode())
         marker = Path(f"{path}.milestone")
         if milestone:
             write_atomic(marker, b"")
@@ -150,7 +141,7 @@ def load(path, map_location="cpu") -> dict:
     verified = sidecar.is_file()     # then the bytes are exactly those that were written
     if verified:
         expected = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise CheckpointError(f"checkpoint {path} is corrupt: its SHA-256 is {actual[:16]}…, "
                                   f"{sidecar.name} says {expected[:16]}… (truncated or damaged "

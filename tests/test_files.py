@@ -1,6 +1,7 @@
 """data_prep.files.AtomicFile, the one atomic write of every writer (prepared splits, checkpoints,
 metrics, results, experiment records): a hidden temporary name, fsync of the file, rename, fsync
 of the folder, and nothing left behind when the write is abandoned, whatever stops it."""
+import hashlib
 import json
 import os
 import stat
@@ -99,3 +100,13 @@ def test_a_killed_writers_hidden_temporaries_are_its_own(tmp_path):
     writer = shards.ShardWriter(split, "jpeg", (8, 8, 3), [("a", "a")])
     writer.abort()
     assert sorted(os.listdir(split)) == [".index.npz.tmp", ".notes.txt.tmp"]
+
+
+def test_sha256_file_is_the_digest_of_all_the_bytes_read_in_blocks(tmp_path):
+    """The one file digest (manifests, checkpoints' sidecars, sources, result files' data id):
+    every block counts, the last short one included."""
+    path = tmp_path / "f.bin"
+    data = bytes(range(256)) * 3 + b"tail"
+    path.write_bytes(data)
+    assert files.sha256_file(path, block=100) == hashlib.sha256(data).hexdigest()
+    assert files.sha256_file(str(path)) == hashlib.sha256(data).hexdigest()

@@ -134,7 +134,7 @@ def test_random_bytes_with_a_matching_digest_are_not_a_checkpoint(data_root, tmp
     for k in range(20):
         path = tmp_path / f"random-{k}.pt"
         path.write_bytes(rng.integers(0, 256, 1000 * (k + 1), dtype=np.uint8).tobytes())
-        (tmp_path / f"random-{k}.pt.sha256").write_text(f"{checkpoint._sha256(path)}  "
+        (tmp_path / f"random-{k}.pt.sha256").write_text(f"{checkpoint.sha256_file(path)}  "
                                                         f"{path.name}\n")
         with pytest.raises(checkpoint.CheckpointError) as info:
             checkpoint.load(path)
