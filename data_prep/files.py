@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 
 import numpy as np
 
@@ -86,7 +87,8 @@ def output_problem(path, what: str = "folder") -> str | None:
     """Why `path` cannot be written as an output `what` ("folder" or "file"), or None when it can:
     checked before any work, so that a bad output path costs nothing and changes nothing. The path
     must not be (or lie under) an existing file, and its nearest existing folder must be
-    writable."""
+    writable: a real probe file is created there and removed (permission bits say nothing to root,
+    nor to a read-only or full mount), and an existing output file must open for writing."""
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path) and what == "file":
         return f"{path} is a folder, not a file"
@@ -97,8 +99,17 @@ def output_problem(path, what: str = "folder") -> str | None:
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         return f"{probe} is a file, so nothing can be written under it"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".alexnet-probe-")
+        os.close(fd)
+        os.remove(name)
+    except OSError as err:
+        return f"{probe} is not writable ({err.strerror or err})"
+    if what == "file" and os.path.isfile(path):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))   # opened, not changed
+        except OSError as err:
+            return f"{path} is not writable ({err.strerror or err})"
     return None
 
 
