@@ -1,28 +1,80 @@
 """§2 prepared data, written once: the file primitives every writer uses (shards, stats, the
-resumable chunks of the pipeline), and the checks that an input exists and an output path can be
+resumable chunks of the pipeline; paper_alexnet's checkpoints, metrics and results and the
+experiments' records use AtomicFile too), and the checks that an input exists and an output path can be
 written, which every `alexnet` verb makes before it starts. The lowest module of data_prep: it imports nothing of
 ours."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import tempfile
 
 import numpy as np
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write to path.tmp, fsync, rename: a reader never sees a half-written file."""
-    tmp = path + ".tmp"
+class AtomicFile:
+    """A file that gets its name only when it is complete: written under a hidden temporary name
+    beside it (".NAME.tmp"); `commit()` fsyncs it, renames it (atomic on POSIX) and fsyncs the
+    folder, so that after a crash or a power cut the name holds the whole file or what it held
+    before. `discard()` removes the temporary file. As a `with` block: commits when the block ends,
+    discards on any exception (a second Ctrl-C, KeyboardInterrupt, included), so an abandoned
+    write leaves nothing behind. `.file` is the open temporary file."""
+
+    def __init__(self, path, mode: str = "wb"):
+        self.path = os.fspath(path)
+        folder, name = os.path.split(self.path)
+        self.tmp = os.path.join(folder, f".{name}.tmp")
+        self.file = open(self.tmp, mode)
+
+    def commit(self) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())   # the bytes are on disk before the name points at them
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        fsync_dir(os.path.dirname(self.path))   # and the rename itself survives a power cut
+
+    def discard(self) -> None:
+        self.file.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+    def __enter__(self) -> "AtomicFile":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write `data` as the whole of `path` through an AtomicFile: a reader never sees a
+    half-written file."""
+    with AtomicFile(path) as out:
+        out.file.write(data)
+
+
+def fsync_dir(folder) -> None:
+    fd = os.open(os.fspath(folder) or ".", os.O_RDONLY)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path, block: int = 1 << 22) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (a checkpoint is hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -35,7 +87,8 @@ def output_problem(path, what: str = "folder") -> str | None:
     """Why `path` cannot be written as an output `what` ("folder" or "file"), or None when it can:
     checked before any work, so that a bad output path costs nothing and changes nothing. The path
     must not be (or lie under) an existing file, and its nearest existing folder must be
-    writable."""
+    writable: a real probe file is created there and removed (permission bits say nothing to root,
+    nor to a read-only or full mount), and an existing output file must open for writing."""
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path) and what == "file":
         return f"{path} is a folder, not a file"
@@ -46,8 +99,17 @@ def output_problem(path, what: str = "folder") -> str | None:
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         return f"{probe} is a file, so nothing can be written under it"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".alexnet-probe-")
+        os.close(fd)
+        os.remove(name)
+    except OSError as err:
+        return f"{probe} is not writable ({err.strerror or err})"
+    if what == "file" and os.path.isfile(path):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))   # opened, not changed
+        except OSError as err:
+            return f"{path} is not writable ({err.strerror or err})"
     return None
 
 

@@ -33,7 +33,7 @@ import os
 import numpy as np
 
 from data_prep import stats
-from data_prep.files import npz_bytes, write_atomic
+from data_prep.files import AtomicFile, npz_bytes, sha256_file, write_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -59,7 +59,9 @@ OWN_NAMES = (MANIFEST, INDEX, CLASSES, STATS, "sources.npz", ".parts")
 
 
 def _own(name: str) -> bool:
-    base = name[:-len(".tmp")] if name.endswith(".tmp") else name
+    base = name.removesuffix(".tmp")
+    if base != name:      # AtomicFile's ".NAME.tmp", or "NAME.tmp" of an older writer
+        base = base.removeprefix(".")
     return base in OWN_NAMES or (base.startswith("shard-") and base.endswith(".bin"))
 
 
@@ -105,14 +107,6 @@ def shard_name(k: int) -> str:
     return f"shard-{k:05d}.bin"
 
 
-def sha256_file(path: str, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(block), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def classes_tsv(classes) -> bytes:
     lines = []
     for i, (wnid, name) in enumerate(classes):
@@ -134,8 +128,8 @@ def check_image_shape(encoding: str, image_shape) -> tuple[int, int, int]:
 class ShardWriter:
     """Appends records to shard files in order; `finish` writes index, classes and manifest.
 
-    Shards are written as shard-XXXXX.bin.tmp and renamed when full, so a killed writer leaves no
-    file with a final name that is incomplete; re-running the writer rewrites everything.
+    Shards are written as AtomicFiles (.shard-XXXXX.bin.tmp) and renamed when full, so a killed
+    writer leaves no file with a final name that is incomplete; re-running the writer rewrites everything.
     """
 
     def __init__(self, out_dir, encoding, image_shape, classes, shard_bytes=DEFAULT_SHARD_BYTES):
@@ -149,7 +143,7 @@ class ShardWriter:
             raise WrittenOnce(f"{self.out_dir} already holds a complete prepared split; prepared "
                               f"data is written once: write elsewhere, or delete it first")
         for f in os.listdir(self.out_dir):  # shards of an earlier, abandoned write
-            if f.startswith("shard-") and f.endswith((".bin", ".bin.tmp")):
+            if f.startswith(("shard-", ".shard-")) and f.endswith((".bin", ".bin.tmp")):
                 os.remove(os.path.join(self.out_dir, f))
         self.shard, self.offset, self.length, self.label, self.name = [], [], [], [], []
         self.shards = []  # finished: dict(file, count, bytes, sha256)
@@ -173,9 +167,9 @@ class ShardWriter:
         if self._file is not None and self._pos + len(data) > self.shard_bytes and self._pos:
             self._close_shard()
         if self._file is None:
-            tmp = os.path.join(self.out_dir, shard_name(len(self.shards)) + ".tmp")
-            self._file, self._hash, self._pos, self._count = open(tmp, "wb"), hashlib.sha256(), 0, 0
-        self._file.write(data)
+            path = os.path.join(self.out_dir, shard_name(len(self.shards)))
+            self._file, self._hash, self._pos, self._count = AtomicFile(path), hashlib.sha256(), 0, 0
+        self._file.file.write(data)
         self._hash.update(data)
         self.shard.append(len(self.shards))
         self.offset.append(self._pos)
@@ -186,11 +180,7 @@ class ShardWriter:
         self._count += 1
 
     def _close_shard(self) -> None:
-        path = os.path.join(self.out_dir, shard_name(len(self.shards)))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(path + ".tmp", path)
+        self._file.commit()
         self.shards.append(dict(file=shard_name(len(self.shards)), count=self._count,
                                 bytes=self._pos, sha256=self._hash.hexdigest()))
         self._file = None
@@ -198,10 +188,7 @@ class ShardWriter:
     def abort(self) -> None:
         """Close and remove the shard being written (after an error such as a full disk)."""
         if self._file is not None:
-            self._file.close()
-            tmp = os.path.join(self.out_dir, shard_name(len(self.shards)) + ".tmp")
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            self._file.discard()
             self._file = None
 
     def finish(self, prep_params=None, anomalies=(), extra_files=()) -> dict:

@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from data_prep.files import paths_problem
+from data_prep.files import paths_problem, sha256_file
 from data_prep.interrupt import EXIT_STOPPED, Interrupted, stop_at_once
 from data_prep.shards import WrittenOnce, existing_split, write_split
 
@@ -215,8 +215,7 @@ def load_fashion_mnist(folder: str) -> dict:
         if len(labels) and labels.max() >= len(FASHION_CLASSES):
             raise SmallDataError(f"{lpath}: label {labels.max()} outside 0..9")
         for p in (ipath, lpath):
-            with open(p, "rb") as f:
-                out["source"][os.path.basename(p)] = hashlib.sha256(f.read()).hexdigest()
+            out["source"][os.path.basename(p)] = sha256_file(p)
         names = [f"{images_name}#{i}" for i in range(len(images))]
         out[split] = (images[..., None], labels.astype(np.int64), names)
     return out

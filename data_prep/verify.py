@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from data_prep.shards import (INDEX, MANIFEST, FormatError, PreparedSplit, read_manifest,
-                              sha256_file)
+from data_prep.files import sha256_file
+from data_prep.shards import INDEX, MANIFEST, FormatError, PreparedSplit, read_manifest
 
 SPLITS = ("train", "val", "test")
 

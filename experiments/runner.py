@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import time
 import traceback
 from pathlib import Path
 
+from data_prep.files import write_atomic
 from paper_alexnet import checkpoint, config, metrics, preemption
 
 DIVERGED = "DIVERGED"
@@ -37,9 +37,7 @@ def write_manifest(exp_dir: Path, manifest: dict) -> None:
     """EXP/experiment.json: the experiment's kind and parameters (atomic write)."""
     exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = exp_dir / ".experiment.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, exp_dir / "experiment.json")
+    write_atomic(exp_dir / "experiment.json", (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def dataset_shape(data_root) -> tuple[int, int]:

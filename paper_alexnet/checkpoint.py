@@ -7,9 +7,10 @@ Layout: RUN/checkpoints/ckpt-<step, 9 digits>.pt, next to
   bytes that would still unpickle.
 - ckpt-<step>.pt.milestone: an empty marker; milestone checkpoints are never pruned.
 
-`save(run_dir, state, step, keep_last, milestone=False) -> Path`: torch.save into a temporary file
-in the same directory (".ckpt-….tmp", never matched as a checkpoint), flush + fsync, digest sidecar,
-os.replace (atomic on POSIX), fsync of the directory. Then prunes: keeps the `keep_last` newest plus
+`save(run_dir, state, step, keep_last, milestone=False) -> Path`: torch.save into a
+`data_prep.files.AtomicFile` (a hidden ".ckpt-….tmp" beside it, never matched as a checkpoint,
+removed on any exception), the digest sidecar, then the AtomicFile's fsync, rename (atomic on
+POSIX) and fsync of the directory. Then prunes: keeps the `keep_last` newest plus
 the milestones. Checkpoints with a step above the one being saved (left by a run that resumed from
 an older checkpoint because the newer was unreadable) are renamed `*.stale`, not deleted.
 
@@ -26,7 +27,6 @@ such values; `code_version()` says which code wrote the checkpoint.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import random
@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from data_prep.files import AtomicFile, sha256_file, write_atomic
 
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
@@ -62,35 +64,6 @@ def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
     found = [(int(m.group(1)), folder / name) for name in os.listdir(folder)
              if (m := _NAME.match(name))]
     return sorted(found)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path):
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_small(path: Path, text: str):
-    """Write a small sidecar file atomically (temporary name, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)   # only left over when something above raised (disk full)
 
 
 def _remove(path: Path):
@@ -130,23 +103,16 @@ def save(run_dir, state: dict, step: int, keep_last: int, milestone: bool = Fals
     for leftover in folder.glob(".ckpt-*.tmp"):   # of writers killed mid-save (one writer per run)
         leftover.unlink(missing_ok=True)
     path = checkpoint_path(run_dir, step)
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())   # the bytes are on disk before the name points at them
-        # The digest is of the bytes as they are on disk, read back.
-        _write_small(Path(f"{path}.sha256"), f"{_sha256(tmp)}  {path.name}\n")
+    with AtomicFile(path) as out:   # a sidecar exists before its checkpoint gets its name
+        torch.save(state, out.file)
+        out.file.flush()
+        # The digest is of the bytes as they are in the file, read back.
+        write_atomic(f"{path}.sha256", f"{sha256_file(out.tmp)}  {path.name}\n".encode())
         marker = Path(f"{path}.milestone")
         if milestone:
-            _write_small(marker, "")
+            write_atomic(marker, b"")
         else:
             marker.unlink(missing_ok=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)   # only left over when something above raised
-    _fsync_dir(folder)
     _prune(run_dir, step, keep_last)
     return path
 
@@ -175,7 +141,7 @@ def load(path, map_location="cpu") -> dict:
     verified = sidecar.is_file()     # then the bytes are exactly those that were written
     if verified:
         expected = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise CheckpointError(f"checkpoint {path} is corrupt: its SHA-256 is {actual[:16]}…, "
                                   f"{sidecar.name} says {expected[:16]}… (truncated or damaged "

@@ -262,7 +262,7 @@ def _asks_ten_crop(item: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done; 2 the command cannot start as given (nothing evaluated or written);
     1 the evaluation failed; 75 stopped by SIGTERM or Ctrl-C (nothing written)."""
-    from data_prep.files import overlap_problem
+    from data_prep.files import output_problem, overlap_problem
     from data_prep.interrupt import EXIT_STOPPED, Interrupted, stop_at_once
     from data_prep.shards import FormatError
     parser = argparse.ArgumentParser(prog="alexnet eval", description="Top-1/top-5 error (§6) "
@@ -301,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with preflight.starting():
             if world.is_main:
-                preflight.check_writable(out, "--out" if args.out else "result file")
+                problem = output_problem(out, "file")
+                if problem:
+                    raise preflight.StartError(f"{'--out' if args.out else 'result file'} {out}: "
+                                               f"{problem}: choose another path")
                 problem = overlap_problem(out, "--out" if args.out else "result file",
                                           [("--data", args.data)], runs=False)
                 if problem:

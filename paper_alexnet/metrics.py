@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from data_prep.files import write_atomic
+
 
 def metrics_path(run_dir) -> Path:
     return Path(run_dir) / "metrics.jsonl"
@@ -76,12 +78,7 @@ class MetricsLog:
             with open(self.path.with_name("metrics.dropped.jsonl"), "a") as f:
                 f.write("".join(line + "\n" for line in dropped))
         if dropped or (records and not self.path.read_text().endswith("\n")):
-            tmp = self.path.with_name(".metrics.jsonl.tmp")
-            with open(tmp, "w") as f:
-                f.write("".join(json.dumps(r) + "\n" for r in keep))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep).encode())
         self._file = open(self.path, "a")
 
     def log(self, kind: str, step: int, epoch: int | None = None, **values) -> dict:

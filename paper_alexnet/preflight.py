@@ -9,7 +9,6 @@ and leaves every file as it was (docs/training.md, "Exit codes"):
 - `check_classes(num_classes, root, split, whose)`: the network's `model.num_classes` equals the
   number of classes in the split's classes.tsv (a 1000-way net on 4-class data, or labels beyond
   the output layer, would otherwise train silently or die mid-step).
-- `check_writable(path, flag)`: an output file can be written, probed before any work is done.
 - `starting()`: turns the errors of such checks elsewhere (config values, devices, data that
   cannot serve the config) into `StartError`, the one exception the commands map to exit 2.
 """
@@ -18,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from data_prep.shards import FormatError, PreparedSplit
@@ -116,26 +114,3 @@ def check_classes(num_classes: int, root, split: str, whose: str) -> int:
     raise StartError(f"{whose} is a {num_classes}-class network (its model.num_classes) but "
                      f"{where} lists {classes} classes: evaluate it on the dataset it was "
                      f"trained on")
-
-
-def check_writable(path, flag: str = "--out") -> Path:
-    """StartError unless a file can be written at `path` (a temporary file is created in its
-    nearest existing folder and removed; missing folders below it would be created)."""
-    path = Path(path)
-    if path.is_dir():
-        raise StartError(f"{flag} {path} is a folder: name a file (e.g. {path / 'result.json'})")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise StartError(f"{flag} {path}: {folder} is not a folder, so nothing can be written "
-                         f"there; choose another path")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".alexnet-probe-"):
-            pass
-        if path.exists() and not os.access(path, os.W_OK):
-            raise PermissionError(f"{path} is read-only")
-    except OSError as err:
-        raise StartError(f"{flag} {path} cannot be written ({err.strerror or err}): choose a "
-                         f"writable path") from None
-    return path

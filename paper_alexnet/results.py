@@ -17,12 +17,11 @@ FILE`) written so that no result is ever lost (docs/training.md, "Evaluation").
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 
+from data_prep.files import sha256_file, write_atomic
 from paper_alexnet import checkpoint, config, preflight
 
 VIEWS = ("center", "ten_crop")
@@ -32,7 +31,7 @@ SAME = ("checkpoints", "split", "images", "data_manifest_sha256")   # what makes
 def data_id(root, split: str) -> str:
     """SHA-256 of ROOT/<split>/manifest.json ("train_holdout" is part of "train")."""
     folder = "train" if split == "train_holdout" else split
-    return hashlib.sha256((Path(root) / folder / "manifest.json").read_bytes()).hexdigest()
+    return sha256_file(Path(root) / folder / "manifest.json")
 
 
 def data_identity(root) -> dict:
@@ -84,9 +83,7 @@ def write_result(out, result: dict) -> dict:
             f.write((json.dumps(old) if old is not None else json.dumps(
                 {"unreadable_previous_result": out.read_text(errors="replace")})) + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_atomic(out, (json.dumps(result, indent=2) + "\n").encode())
     return result
 
 

@@ -154,7 +154,7 @@ def test_malicious_pickle_is_refused_without_running_code(tmp_path, fmt):
         else:
             torch.save({"model": Payload(marker)}, f)
     # An attacker who can write the file can write its digest too: the digest matches.
-    digest = checkpoint._sha256(bad)
+    digest = checkpoint.sha256_file(bad)
     (folder / "ckpt-000000005.pt.sha256").write_text(f"{digest}  {bad.name}\n")
     with pytest.raises(CheckpointError, match=r"ckpt-000000005\.pt was refused"):
         checkpoint.load(bad)

@@ -46,9 +46,9 @@ def exit_status(argv) -> int:
 @pytest.mark.parametrize("args, words", [
     (["--batch-size", "0"], ["argument --batch-size: 0 is not a positive number of images"]),
     (["--batch-size", "-5"], ["-5 is not a positive number of images (e.g. --batch-size 128)"]),
-    (["--out", "{run}/config.yaml/result.json"], ["config.yaml is not a folder",
-                                                   "choose another path"]),
-    (["--out", "{run}"], ["is a folder: name a file"]),
+    (["--out", "{run}/config.yaml/result.json"], ["config.yaml is a file, so nothing can be "
+                                                   "written under it", "choose another path"]),
+    (["--out", "{run}"], ["is a folder, not a file"]),
     (["model.lrn=off"], ["model.lrn=off: alexnet eval takes only data.workers"]),
     (["--device", "cuda:3"], ["'cuda:3' does not exist"]),
     (["--data", "{data}/val"], ["pass ROOT, not ROOT/val"]),

@@ -266,7 +266,7 @@ def test_malicious_checkpoint_given_to_eval_runs_nothing(tmp_path, capsys):
     data = make_prepared(tmp_path / "data")
     marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
     torch.save({"model": Payload(marker), "config": {}}, evil)
-    (tmp_path / "evil.pt.sha256").write_text(f"{checkpoint._sha256(evil)}  evil.pt\n")
+    (tmp_path / "evil.pt.sha256").write_text(f"{checkpoint.sha256_file(evil)}  evil.pt\n")
     code = eval_main(["--checkpoint", str(evil), "--data", data, "--out",
                       str(tmp_path / "r.json")])
     assert code == 1

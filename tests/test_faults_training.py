@@ -128,10 +128,10 @@ def test_second_ctrl_c_while_saving_leaves_the_previous_checkpoint_valid(data_ro
     abandoned, no temporary file is left, the checkpoint of step 4 (end of epoch 1) stays the
     newest and verifies, and the same command resumes to the uninterrupted result."""
     run, armed = tmp_path / "run", []
-    real_sha256 = checkpoint._sha256
+    real_sha256 = checkpoint.sha256_file
 
     def second_ctrl_c_in_the_write(path):
-        if armed and path.name.endswith(".tmp"):
+        if armed and str(path).endswith(".tmp"):
             os.kill(os.getpid(), signal.SIGINT)
         return real_sha256(path)
 
@@ -139,7 +139,7 @@ def test_second_ctrl_c_while_saving_leaves_the_previous_checkpoint_valid(data_ro
         if step == 6:
             armed.append(step)
             os.kill(os.getpid(), signal.SIGINT)
-    monkeypatch.setattr(checkpoint, "_sha256", second_ctrl_c_in_the_write)
+    monkeypatch.setattr(checkpoint, "sha256_file", second_ctrl_c_in_the_write)
     with pytest.raises(KeyboardInterrupt):
         train(config.load(None, SHORT), data_root, run, after_step=first_ctrl_c, quiet=True)
     assert "stopping after this step and saving a checkpoint; Ctrl-C again to abort" in \

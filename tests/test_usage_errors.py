@@ -2,6 +2,7 @@
 place that cannot be written, a mistyped --input or --run-dir, raw images given to `prep verify`,
 a file that is not a checkpoint, checkpoint warnings, SIGTERM to prep and eval. Each is one line
 naming the problem and the fix, with a fixed exit status, and nothing written."""
+import errno
 import os
 import signal
 import subprocess
@@ -30,17 +31,21 @@ PREP_VERBS = {
 
 @pytest.fixture
 def read_only(monkeypatch, tmp_path):
-    """A folder on which writing fails as on a read-only file system (access(2) says EROFS). The
-    tests run as root here, for whom permission bits do not stop writes: os.access is what the
-    output checks ask, so it answers as a read-only mount would."""
+    """A folder in which opening a file for writing fails as on a read-only file system (EROFS).
+    The tests run as root here, for whom permission bits do not stop writes (os.access says yes):
+    the output checks open a real probe file (os.open), so os.open answers as a read-only mount
+    would."""
     folder = tmp_path / "read-only"
     folder.mkdir()
-    real = os.access
+    (folder / "result.json").write_text("{}\n")
+    real = os.open
 
-    def access(path, mode, *args, **kwargs):
+    def open_(path, flags, *args, **kwargs):
         inside = os.path.abspath(path).startswith(str(folder))
-        return False if inside and mode & os.W_OK else real(path, mode, *args, **kwargs)
-    monkeypatch.setattr(os, "access", access)
+        if inside and flags & (os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", open_)
     return folder
 
 
@@ -86,6 +91,20 @@ def test_train_refuses_an_unwritable_run_directory_up_front(data_root, read_only
         line = one_line(capsys.readouterr().err)
         assert code == 2 and f"--run-dir {run}" in line, line
         assert "checkpoint" not in line, line
+
+
+def test_eval_refuses_a_result_file_it_cannot_write_before_evaluating(data_root, read_only,
+                                                                     tmp_path, capsys):
+    """The same probe and the same words as prep and train, for a new result file in a read-only
+    folder and for an existing one."""
+    checkpoint.save(tmp_path / "run", {}, 1, keep_last=1)
+    for out in (read_only / "new.json", read_only / "result.json"):
+        code = evaluate_module.main(["--checkpoint", str(checkpoint.checkpoint_path(
+            tmp_path / "run", 1)), "--data", data_root, "--out", str(out)])
+        line = one_line(capsys.readouterr().err)
+        assert code == 2 and f"--out {out}: " in line and "is not writable (Read-only file " \
+            "system): choose another path" in line, line
+    assert sorted(os.listdir(read_only)) == ["result.json"]
 
 
 def test_a_failed_fresh_run_does_not_claim_a_checkpoint(data_root, tmp_path, monkeypatch,
@@ -134,7 +153,7 @@ def test_random_bytes_with_a_matching_digest_are_not_a_checkpoint(data_root, tmp
     for k in range(20):
         path = tmp_path / f"random-{k}.pt"
         path.write_bytes(rng.integers(0, 256, 1000 * (k + 1), dtype=np.uint8).tobytes())
-        (tmp_path / f"random-{k}.pt.sha256").write_text(f"{checkpoint._sha256(path)}  "
+        (tmp_path / f"random-{k}.pt.sha256").write_text(f"{checkpoint.sha256_file(path)}  "
                                                         f"{path.name}\n")
         with pytest.raises(checkpoint.CheckpointError) as info:
             checkpoint.load(path)
