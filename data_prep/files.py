@@ -168,8 +168,8 @@ def paths_problem(inputs, out) -> str | None:
     """What is wrong with a prep verb's inputs ((flag, path) pairs) and --out, in the words of the
     command line, or None: checked before any work (exit 2)."""
     for flag, path in inputs:
-        if input_problem(path):
-            return f"{flag} {path}: {input_problem(path)}: name the folder holding the data"
-    if output_problem(out):
-        return f"--out {out}: {output_problem(out)}: choose another folder"
-    return None
+        problem = input_problem(path)
+        if problem:
+            return f"{flag} {path}: {problem}: name the folder holding the data"
+    problem = output_problem(out)
+    return f"--out {out}: {problem}: choose another folder" if problem else None

@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from data_prep.files import paths_problem, sha256_file
+from data_prep.files import overlap_problem, paths_problem, sha256_file
 from data_prep.interrupt import EXIT_STOPPED, Interrupted, stop_at_once
 from data_prep.shards import WrittenOnce, existing_split, write_split
 
@@ -272,7 +272,6 @@ def _main(kind: str, argv) -> int:
     p.add_argument("--download", action="store_true",
                    help="download into --input first with torchvision (never done otherwise)")
     args = p.parse_args(argv)
-    from data_prep.files import overlap_problem
     problem = (paths_problem([] if args.download else [("--input", args.input)], args.out)
                or overlap_problem(args.out, "--out", [("--input", args.input)],
                                   itself=("dataset",)))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.files import output_problem, overlap_problem
+from data_prep.files import output_problem, overlap_problem, write_atomic
 from data_prep.synthetic_images import class_design, image_bytes
 
 DEVKIT = "ILSVRC2012_devkit_t12"
@@ -205,7 +205,8 @@ def generate(out: str | Path, classes: int = 10, train_per_class: int = 160,
     if held_options(out, options):
         return dict(summary, unchanged=True, seconds=0.0, images_per_second=0.0)
     out.mkdir(parents=True, exist_ok=True)
-    (out / RECORD).write_text(json.dumps(dict(options=options, complete=False)) + "\n")
+    record = dict(options=options, complete=False)
+    write_atomic(out / RECORD, (json.dumps(record) + "\n").encode())
     start = time.perf_counter()
     order = val_order(seed, classes, val_per_class)
     jobs = [(seed, "train", c, k, classes, plan.get(("train", c, k)))
@@ -244,7 +245,8 @@ def generate(out: str | Path, classes: int = 10, train_per_class: int = 160,
             for name, data in devkit.items():
                 _add(tar, f"{DEVKIT}/{name}", data)
     images.close()
-    (out / RECORD).write_text(json.dumps(dict(options=options, complete=True)) + "\n")
+    record = dict(options=options, complete=True)
+    write_atomic(out / RECORD, (json.dumps(record) + "\n").encode())
     seconds = time.perf_counter() - start
     return dict(summary, unchanged=False, seconds=round(seconds, 2),
                 images_per_second=round(len(jobs) / seconds, 1))

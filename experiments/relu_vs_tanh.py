@@ -350,7 +350,7 @@ def seed_curves(exp_dir: Path, manifest: dict) -> dict:
 
 
 def _epochs(stats: dict, reading: str) -> str:
-    """'9.09 (8.50–9.60)' for several runs, '9.09' for one, '—' for none."""
+    """'9.09 (8.50–9.60)' for several runs, '9.09' for one, 'not reached' for none."""
     s = stats[reading]
     digits = 0 if reading == "first" else 2
     if s["mean"] is None:

@@ -136,13 +136,16 @@ def evaluation_line(result: dict | None) -> str:
             + ", top-5 " + interval_text(result["center"]["top5"], n)]
     if result.get("ten_crop"):
         ten, one = result["ten_crop"], result["center"]
+        p10 = paper_numbers.PAPER_ROWS["ilsvrc2010_1cnn"]
+        p1 = paper_numbers.PAPER_ROWS["ilsvrc2010_1cnn_1crop"]
         text.append("; ten crops top-1 " + interval_text(ten["top1"], n) + ", top-5 "
                     + interval_text(ten["top5"], n)
                     + f"; ten crops − centre crop: {100 * (ten['top1'] - one['top1']):+.2f} / "
                     f"{100 * (ten['top5'] - one['top5']):+.2f} points (the paper, §6, "
-                    "ILSVRC-2010 test: 37.5 − 39.0 = −1.5 / 17.0 − 18.3 = −1.3; both views are "
-                    "of the same images, so the difference is far more certain than the two "
-                    "intervals suggest)")
+                    f"ILSVRC-2010 test: {p10.top1} − {p1.top1} = {p10.top1 - p1.top1:+.1f} / "
+                    f"{p10.top5} − {p1.top5} = {p10.top5 - p1.top5:+.1f}; both views are of the "
+                    "same images, so the difference is far more certain than the two intervals "
+                    "suggest)")
     return "".join(text) + "."
 
 

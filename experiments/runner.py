@@ -91,7 +91,13 @@ def train_run(cfg: config.RunConfig, data_root, run_dir, quiet: bool = False,
 
 
 def finished_line(run_dir, summary: dict, seconds: float, cfg) -> str:
-    """'RUN: 2 epochs done (step 4), training error 71.2%, val top-1 68.8% (3s)'."""
+    """'RUN: 2 epochs done (step 4), training error 71.2%, val top-1 68.8% (3s)'; a run that a
+    callback stopped says where and why instead of the planned epochs."""
+    if summary.get("stopped"):
+        trained = ("" if summary["train_time_s"] == 0 else
+                   f", training error {100 * summary['train_error']:.1f}%")
+        return (f"{run_dir}: stopped at step {summary['global_step']}: {summary['stopped']}"
+                f"{trained} ({metrics.format_duration(seconds)})")
     epochs = f"{summary['epochs']} epoch" + ("s" if summary["epochs"] != 1 else "")
     if summary["train_time_s"] == 0:
         return f"{run_dir}: already finished ({epochs}): nothing left to train"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from data_prep.files import write_atomic
 from paper_alexnet import config
 
 RECIPE = config.RECIPE_DIR / "demo.yaml"
@@ -121,7 +122,7 @@ def stage_times(out: Path, timings: dict, reused: set) -> list[str]:
     except ValueError:
         first = {}
     first.update({k: v for k, v in timings.items() if k not in reused})
-    path.write_text(json.dumps(first, indent=1) + "\n")
+    write_atomic(path, (json.dumps(first, indent=1) + "\n").encode())
     lines = []
     for name, seconds in timings.items():
         if name not in reused:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 
 from paper_alexnet import lrn_triton
-from paper_alexnet.lrn import get_convention, lrn_reference
+from paper_alexnet.lrn import DEFAULT, get_convention, lrn_reference
 
 
-def compare_kernels(shape=(128, 48, 55, 55), dtype=torch.bfloat16, iters=20, convention="cuda-convnet"):
+def compare_kernels(shape=(128, 48, 55, 55), dtype=torch.bfloat16, iters=20, convention=DEFAULT):
     """On CUDA, channels_last: ms per forward+backward of each of KERNELS that takes `shape` and of
     torch's reference (CUDA events, the mean of `iters` calls after one warm-up call), and the
     largest |difference| of each rows kernel's output and gradient from "elementwise"'s. The

@@ -95,14 +95,13 @@ def start(requested, data_root, run_dir: Path, world, allow_change=()) -> dict:
     (resume.py), the data (preflight.py: a prepared ROOT, enough images for a batch, the classes of
     model.num_classes), the devices, the network, optimiser and schedule, the newest checkpoint
     loaded into them, the first epoch's batches. Errors are one line (preflight.StartError)."""
-    from data_prep.files import output_problem
+    from data_prep.files import output_problem, overlap_problem
     from paper_alexnet import data as data_lib   # the input pipeline (owned by data.py)
     from paper_alexnet import model as model_lib
     problem = output_problem(run_dir)
     if problem:
         raise preflight.StartError(f"--run-dir {run_dir}: {problem}: choose a run directory "
                                    f"that can be written")
-    from data_prep.files import overlap_problem
     problem = overlap_problem(run_dir, "--run-dir", [("--data", data_root)], itself=("run",))
     if problem:
         raise preflight.StartError(problem)

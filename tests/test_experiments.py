@@ -468,3 +468,16 @@ def test_reports_of_the_one_tower_cifar_net_say_what_it_is(data_root, tmp_path):
     figures.write_report(run, data_root, tmp_path / "fig", queries=2, k=2, max_train=16)
     fig = (tmp_path / "fig" / "figures.md").read_text()
     assert "Tower A" not in fig and "tower B" not in fig and "one-tower network" in fig
+
+
+def test_finished_line_of_a_run_a_callback_stopped_says_where_and_why():
+    from experiments.runner import finished_line
+    cfg = config.load(None, [])
+    stopped = {"epochs": 60, "global_step": 3910, "train_time_s": 12.0, "train_error": 0.2493,
+               "stopped": "training error 24.93% <= 25% after epoch 10", "val": {}}
+    line = finished_line("RUN", stopped, 12.0, cfg)
+    assert line.startswith("RUN: stopped at step 3910: training error 24.93% <= 25% after epoch "
+                           "10, training error 24.9% (")
+    assert "60 epoch" not in line
+    again = dict(stopped, train_time_s=0)
+    assert "already finished" not in finished_line("RUN", again, 0.1, cfg)
