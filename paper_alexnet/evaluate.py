@@ -127,16 +127,6 @@ def _check_coverage(seen: torch.Tensor, index_space: np.ndarray, world):
                               f"split (of {len(index_space)}); the error would be biased")
 
 
-def _member(path, devices):
-    """(config, model in eval mode, state) of one checkpoint, loaded with weights_only=True."""
-    from paper_alexnet import model as model_lib
-    state = checkpoint.load(path)
-    cfg = config.build(config.RunConfig, state["config"])
-    model = model_lib.build(cfg.model, devices if devices is not None else cfg.model.devices)
-    model.load_state_dict(state["model"])
-    return cfg, model.eval(), state
-
-
 def check_settings(overrides) -> None:
     """ConfigError unless every `key=value` is one of EVAL_SETTINGS (and a valid value)."""
     for item in overrides:
@@ -197,7 +187,7 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool | None =
             devices = config.load(None, overrides).model.devices
         if devices is None and world.distributed:
             devices = distributed.replica_devices(world, ("auto",))
-        loaded = [_member(p, devices) for p in checkpoints]
+        loaded = [checkpoint.load_model(p, devices) for p in checkpoints]
         _check_members(checkpoints, [c for c, _, _ in loaded], split)
         for path, (c, _, _) in zip(checkpoints, loaded):
             preflight.check_classes(c.model.num_classes, root, split, str(path))
