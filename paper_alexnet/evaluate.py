@@ -141,10 +141,9 @@ def check_settings(overrides) -> None:
 def _check_members(checkpoints, cfgs, split: str):
     """Members must agree on INPUT_KEYS (plus HOLDOUT_KEYS on train splits)."""
     keys = INPUT_KEYS + (HOLDOUT_KEYS if split in ("train", "train_holdout") else ())
-    first = config.flatten(config.to_dict(cfgs[0]))
     for path, c in zip(checkpoints[1:], cfgs[1:]):
-        other = config.flatten(config.to_dict(c))
-        differ = [f"{k} ({other[k]!r} vs {first[k]!r})" for k in keys if other[k] != first[k]]
+        diff = config.differences(c, cfgs[0])
+        differ = [f"{k} ({diff[k][1]!r} vs {diff[k][0]!r})" for k in keys if k in diff]
         if differ:
             raise preflight.StartError(f"{path} differs from {checkpoints[0]} in "
                                        f"{', '.join(differ)}: ensemble members must see the same "
