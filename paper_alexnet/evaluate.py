@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep.progress import seconds_left
 from paper_alexnet import checkpoint, config, distributed, metrics, preflight, results
 from paper_alexnet.precision import autocast, resolve_precision
 
@@ -162,9 +163,9 @@ def _progress(view: str, total: int, say, world_size: int):
             return
         last[0] = now
         rate = done / (now - start) if now > start else math.nan
-        eta = (total - done) / rate if rate > 0 else math.nan
+        left = seconds_left(total - done, done, now - start)
         say(f"  {view}: {done}/{total} images ({100 * done / max(total, 1):.0f}%) "
-            f"{rate:.1f} img/s ETA {metrics.format_duration(eta)}")
+            f"{rate:.1f} img/s ETA {metrics.format_duration(left)}")
     return update
 
 
