@@ -1,8 +1,17 @@
 """§2 "done once" is long on ILSVRC-2012: progress of a preparation, with rate and ETA."""
 from __future__ import annotations
 
+import math
 import sys
 import time
+
+
+def seconds_left(remaining: float, done: float, seconds: float) -> float:
+    """Seconds left for `remaining` units at the mean rate of `done` units in `seconds`; inf
+    (printed "?") before anything is done. The one ETA of every progress line."""
+    if done <= 0:
+        return math.inf
+    return remaining * seconds / done
 
 
 class Progress:
@@ -20,9 +29,10 @@ class Progress:
         if not self.tty and now - self.last < self.every and self.done < self.total:
             return
         self.last = now
-        rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "?"
+        seconds = max(now - self.start, 1e-9)
+        rate = (self.done - self.start_done) / seconds
+        left = seconds_left(self.total - self.done, self.done - self.start_done, seconds)
+        eta_s = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "?"
         frac = self.done / max(self.total, 1)
         text = f"{self.label}: {self.done}/{self.total} images, {rate:.0f} img/s, ETA {eta_s}"
         if self.tty:

@@ -38,7 +38,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from experiments import report
-from paper_alexnet import checkpoint, config
+from paper_alexnet import checkpoint
 
 # the chroma plane: an orthonormal basis of the RGB directions orthogonal to grey (1, 1, 1)
 CHROMA = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, -2.0]]).T / np.array([math.sqrt(2), math.sqrt(6)])
@@ -105,16 +105,6 @@ def kernel_tiles(kernels: np.ndarray, columns: int = 16, scale: int = 4, gap: in
     return out
 
 
-def load_model(path):
-    """(config, model in eval mode on the CPU) of a checkpoint (weights_only=True)."""
-    from paper_alexnet import model as model_lib
-    state = checkpoint.load(path)
-    cfg = config.build(config.RunConfig, state["config"])
-    model = model_lib.build(cfg.model, ("cpu",))
-    model.load_state_dict(state["model"])
-    return cfg, model.eval()
-
-
 def initial_model(cfg):
     """The run's network before its first step, exactly: training seeds torch with train.seed and
     builds the model, which initialises its weights on the CPU before placing it (resume.start)."""
@@ -161,7 +151,7 @@ def figure3(checkpoint_path, out_dir) -> dict:
     """conv1 kernels PNG (tower A above tower B), the colour-specificity scores of each tower's
     kernels, trained and at initialisation (the run's config and seed), as numbers and a strip
     plot, and which tower is the more colour-specific."""
-    cfg, model = load_model(checkpoint_path)
+    cfg, model, _ = checkpoint.load_model(checkpoint_path, ("cpu",))
     kernels, initial = conv1_kernels(model), conv1_kernels(initial_model(cfg))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +248,7 @@ def figure4(checkpoint_path, data_root, out_dir, queries: int = 5, k: int = 6,
     and the `max_train` training images searched (all when None) are spread evenly over their
     splits, so that a split stored class by class gives as many classes as it can."""
     from data_prep.shards import PreparedSplit
-    cfg, model = load_model(checkpoint_path)
+    cfg, model, _ = checkpoint.load_model(checkpoint_path, ("cpu",))
     q_feat, q_prob, q_idx = _features(model, data_root, "val", cfg, queries)
     t_feat, _, t_idx = _features(model, data_root, "train", cfg, max_train)
     dist, order = nearest(q_feat, t_feat, k)

@@ -53,10 +53,7 @@ def header(name: str) -> str:
 def config_diff(cfg, reference=None) -> dict:
     """{"section.key": value} for every value of `cfg` (a RunConfig or its dict) that differs from
     `reference` (default: the paper's config)."""
-    values = cfg if isinstance(cfg, dict) else config.to_dict(cfg)
-    reference = config.to_dict(config.RunConfig() if reference is None else reference)
-    ours, theirs = config.flatten(values), config.flatten(reference)
-    return {k: v for k, v in ours.items() if theirs.get(k, object()) != v}
+    return {k: new for k, (_, new) in config.differences(cfg, reference).items()}
 
 
 # Keys that change how long or how a run is carried out, not what it is: ignored when matching a

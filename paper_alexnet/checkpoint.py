@@ -24,6 +24,9 @@ there is no checkpoint; CheckpointError when there are some and none loads. `sav
 The state must hold only tensors and plain Python values (dict, list, tuple, str, int, float, bool,
 None): what weights_only=True accepts. `rng_state()` / `set_rng_state()` convert the RNG states to
 such values; `code_version()` says which code wrote the checkpoint.
+`load_model(path, devices=None) -> (config, model, state)`: the network a checkpoint holds, built
+from its own config, its weights loaded, in eval mode, on `devices` (None: the config's
+model.devices).
 """
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ import numpy as np
 import torch
 
 from data_prep.files import AtomicFile, sha256_file, write_atomic
+from paper_alexnet import config as config_lib
+from paper_alexnet import model as model_lib
 
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
@@ -170,6 +175,16 @@ def load(path, map_location="cpu") -> dict:
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     return state
+
+
+def load_model(path, devices=None):
+    """(config, model in eval mode, state) of one checkpoint: the network its own config names,
+    on `devices` (None: the config's model.devices), with its weights (weights_only=True)."""
+    state = load(path)
+    cfg = config_lib.build(config_lib.RunConfig, state["config"])
+    model = model_lib.build(cfg.model, devices)
+    model.load_state_dict(state["model"])
+    return cfg, model.eval(), state
 
 
 def _not_ours(path: Path) -> CheckpointError:

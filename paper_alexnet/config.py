@@ -304,6 +304,16 @@ def flatten(values: dict, prefix: str = "") -> dict:
     return out
 
 
+def differences(cfg, reference=None) -> dict:
+    """{"section.key": [reference's value, cfg's value]} for every key of `cfg` whose value is not
+    `reference`'s. Each is a RunConfig or its nested dict; `reference` defaults to the paper's
+    config (RunConfig()). A key `reference` does not have differs, with None as its value there."""
+    def flat(c):
+        return flatten(c if isinstance(c, dict) else to_dict(c))
+    ours, theirs = flat(cfg), flat(RunConfig() if reference is None else reference)
+    return {k: [theirs.get(k), v] for k, v in ours.items() if k not in theirs or theirs[k] != v}
+
+
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
     """Apply `section.key=value` strings (values parsed as YAML scalars) to a nested dict copy."""
     values = yaml.safe_load(yaml.safe_dump(values)) or {}

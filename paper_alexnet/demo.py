@@ -50,8 +50,8 @@ def load_recipe(path: Path, quick: bool, overrides=()) -> tuple[config.RunConfig
 
 def deviations(cfg: config.RunConfig) -> list[str]:
     """'key: paper X -> demo Y' for every value that differs from the paper's defaults."""
-    paper, ours = (config.flatten(config.to_dict(c)) for c in (config.RunConfig(), cfg))
-    return [f"{k}: paper {paper[k]!r} -> demo {ours[k]!r}" for k in paper if paper[k] != ours[k]]
+    return [f"{k}: paper {paper!r} -> demo {ours!r}"
+            for k, (paper, ours) in config.differences(cfg).items()]
 
 
 def _stage(name: str, timings: dict, fn, *args, **kwargs):
@@ -76,8 +76,8 @@ def check_out(out: Path, cfg: config.RunConfig, demo: dict, quick: bool) -> None
         held = {s: len(PreparedSplit(root / s)) for s in ("train", "val")}
     differs = bool(held) and held != wanted
     if saved.is_file():
-        old, new = (config.flatten(config.to_dict(c)) for c in (config.load(saved), cfg))
-        differs |= any(old[k] != new[k] for k in old if k not in RESUME_MAY_CHANGE)
+        changed = config.differences(cfg, config.load(saved))
+        differs |= any(k not in RESUME_MAY_CHANGE for k in changed)
     if differs:
         made = f"{held['train']} training images" if held else "another config"
         raise StartError(f"{out} holds a demo made with other settings ({made}; this "

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep.progress import seconds_left
 from paper_alexnet import checkpoint, config, distributed, metrics, preflight, results
 from paper_alexnet.precision import autocast, resolve_precision
 
@@ -127,16 +128,6 @@ def _check_coverage(seen: torch.Tensor, index_space: np.ndarray, world):
                               f"split (of {len(index_space)}); the error would be biased")
 
 
-def _member(path, devices):
-    """(config, model in eval mode, state) of one checkpoint, loaded with weights_only=True."""
-    from paper_alexnet import model as model_lib
-    state = checkpoint.load(path)
-    cfg = config.build(config.RunConfig, state["config"])
-    model = model_lib.build(cfg.model, devices if devices is not None else cfg.model.devices)
-    model.load_state_dict(state["model"])
-    return cfg, model.eval(), state
-
-
 def check_settings(overrides) -> None:
     """ConfigError unless every `key=value` is one of EVAL_SETTINGS (and a valid value)."""
     for item in overrides:
@@ -151,10 +142,9 @@ def check_settings(overrides) -> None:
 def _check_members(checkpoints, cfgs, split: str):
     """Members must agree on INPUT_KEYS (plus HOLDOUT_KEYS on train splits)."""
     keys = INPUT_KEYS + (HOLDOUT_KEYS if split in ("train", "train_holdout") else ())
-    first = config.flatten(config.to_dict(cfgs[0]))
     for path, c in zip(checkpoints[1:], cfgs[1:]):
-        other = config.flatten(config.to_dict(c))
-        differ = [f"{k} ({other[k]!r} vs {first[k]!r})" for k in keys if other[k] != first[k]]
+        diff = config.differences(c, cfgs[0])
+        differ = [f"{k} ({diff[k][1]!r} vs {diff[k][0]!r})" for k in keys if k in diff]
         if differ:
             raise preflight.StartError(f"{path} differs from {checkpoints[0]} in "
                                        f"{', '.join(differ)}: ensemble members must see the same "
@@ -173,9 +163,9 @@ def _progress(view: str, total: int, say, world_size: int):
             return
         last[0] = now
         rate = done / (now - start) if now > start else math.nan
-        eta = (total - done) / rate if rate > 0 else math.nan
+        left = seconds_left(total - done, done, now - start)
         say(f"  {view}: {done}/{total} images ({100 * done / max(total, 1):.0f}%) "
-            f"{rate:.1f} img/s ETA {metrics.format_duration(eta)}")
+            f"{rate:.1f} img/s ETA {metrics.format_duration(left)}")
     return update
 
 
@@ -197,7 +187,7 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool | None =
             devices = config.load(None, overrides).model.devices
         if devices is None and world.distributed:
             devices = distributed.replica_devices(world, ("auto",))
-        loaded = [_member(p, devices) for p in checkpoints]
+        loaded = [checkpoint.load_model(p, devices) for p in checkpoints]
         _check_members(checkpoints, [c for c, _, _ in loaded], split)
         for path, (c, _, _) in zip(checkpoints, loaded):
             preflight.check_classes(c.model.num_classes, root, split, str(path))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from data_prep.progress import seconds_left
 from data_prep.files import write_atomic
 
 
@@ -206,9 +207,7 @@ class Progress:
         now = time.monotonic() if now is None else now
         dt = now - self.last_time
         rate = (step - self.last_step) * self.items / dt if dt > 0 else math.nan
-        elapsed = now - self.start_time
-        done = step - self.start_step
-        eta = (self.total - step) * elapsed / done if done > 0 else math.nan
+        eta = seconds_left(self.total - step, step - self.start_step, now - self.start_time)
         self.last_step, self.last_time = step, now
         pct = 100.0 * step / self.total if self.total else 100.0
         rate_text = f"{rate:.0f} img/s" if math.isfinite(rate) else "? img/s"

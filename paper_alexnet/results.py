@@ -104,10 +104,9 @@ def run_checkpoint(run_dir) -> tuple[Path, str | None, str]:
         path, state = checkpoint.load_latest(run_dir)
     cfg = config.build(config.RunConfig, state["config"])
     if (run_dir / "config.yaml").is_file():
-        own = config.flatten(config.to_dict(config.load(run_dir / "config.yaml")))
-        held = config.flatten(config.to_dict(cfg))
-        differ = [f"{k}={held[k]!r} (config.yaml: {own[k]!r})" for k in held
-                  if k.startswith("model.") and k != "model.devices" and held[k] != own[k]]
+        differ = [f"{k}={held!r} (config.yaml: {own!r})" for k, (own, held)
+                  in config.differences(cfg, config.load(run_dir / "config.yaml")).items()
+                  if k.startswith("model.") and k != "model.devices"]
         if differ:
             raise preflight.StartError(f"{path} holds another network than {run_dir}/config.yaml "
                                        f"describes ({'; '.join(differ)}): evaluate it by name "

@@ -33,11 +33,6 @@ RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.checkpoint_every"
 ON_REQUEST = ("optim.lr",)
 
 
-def _differences(a: config.RunConfig, b: config.RunConfig) -> dict:
-    old, new = config.flatten(config.to_dict(a)), config.flatten(config.to_dict(b))
-    return {k: [old[k], new[k]] for k in old if old[k] != new[k]}
-
-
 def resolve_run_config(requested, run_dir, saved_in_checkpoint: dict | None = None,
                        allow_change=()) -> tuple[config.RunConfig, dict, str | None]:
     """(config of the run, changes {key: [old, new]} to record, a note to print or None).
@@ -58,7 +53,7 @@ def resolve_run_config(requested, run_dir, saved_in_checkpoint: dict | None = No
     in_checkpoint = config.build(config.RunConfig, saved_in_checkpoint)
     reference = saved if saved is not None else in_checkpoint
     cfg = reference if requested is None else requested
-    changes = _differences(reference, cfg)
+    changes = config.differences(cfg, reference)
     refused = {k: v for k, v in changes.items()
                if k not in RESUME_MAY_CHANGE and not (k in allow_change and k in ON_REQUEST)}
     if refused:
@@ -79,7 +74,7 @@ def resolve_run_config(requested, run_dir, saved_in_checkpoint: dict | None = No
 
 def _check_network(cfg: config.RunConfig, in_checkpoint: config.RunConfig, run_dir):
     """The checkpoint holds the network the config describes (model.*, except where it runs)."""
-    differ = {k: v for k, v in _differences(in_checkpoint, cfg).items()
+    differ = {k: v for k, v in config.differences(cfg, in_checkpoint).items()
               if k.startswith("model.") and k != "model.devices"}
     if differ:
         listed = "; ".join(f"{k}={a!r} in the checkpoint, {b!r} in the config"

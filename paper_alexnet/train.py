@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from data_prep.progress import seconds_left
 from paper_alexnet import (checkpoint, config, distributed, fault_hook, metrics,
                            preemption, preflight, resume, watchdog)
 from paper_alexnet.callbacks import Progress, first_stop
@@ -161,7 +162,7 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
         clock["train_time"] += window
         rate = means["count"] * world.world_size / window if window > 0 else math.nan
         done = global_step - clock["first_step"]
-        eta = (total_steps - global_step) * clock["train_time"] / done
+        eta = seconds_left(total_steps - global_step, done, clock["train_time"])
         last.update(loss=means["loss"], error=means["top1"], lr=schedule.lr)
         if log:
             log.log("train", global_step, epoch_now + 1, **last, images=means["count"],

@@ -203,3 +203,22 @@ def test_cuda_rng_round_trip(tmp_path):
     torch.cuda.manual_seed_all(6)
     checkpoint.set_rng_state(checkpoint.load_latest(tmp_path)[1]["rng"])
     assert torch.rand(4, device="cuda").tolist() == first
+
+
+def test_load_model_builds_the_checkpoints_own_network_with_its_weights(tmp_path):
+    from paper_alexnet import config, model as model_lib
+    cfg = config.load(None, ["model.arch=cifar10_4layer", "model.input_size=32",
+                             "model.num_classes=3", "model.devices=[cpu]"])
+    torch.manual_seed(0)
+    net = model_lib.build(cfg.model)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)                  # weights no fresh build of this config has
+    path = checkpoint.save(tmp_path, {"config": config.to_dict(cfg), "model": net.state_dict()},
+                           step=1, keep_last=1)
+    got_cfg, got, state = checkpoint.load_model(path)
+    assert got_cfg == cfg and not got.training and state["config"] == config.to_dict(cfg)
+    assert got.state_dict().keys() == net.state_dict().keys()
+    for name, value in net.state_dict().items():
+        torch.testing.assert_close(got.state_dict()[name], value)
+    assert {p.device.type for p in got.parameters()} == {"cpu"}

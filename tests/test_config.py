@@ -169,3 +169,21 @@ def test_build_a_single_section():
     assert config.load(None, ["lrn=off"], cls=ModelConfig) == ModelConfig(lrn="off")
     with pytest.raises(ConfigError, match="valid keys here: arch, layout"):
         config.build(ModelConfig, {"towers": 2})
+
+
+def test_differences_name_each_changed_key_with_both_values():
+    cfg = config.load(None, ["optim.lr=0.02", "model.dropout=0.0", "optim.momentum=0.8"])
+    assert config.differences(cfg) == {"model.dropout": [0.5, 0.0], "optim.lr": [0.01, 0.02],
+                                       "optim.momentum": [0.9, 0.8]}
+    assert list(config.differences(cfg)) == [k for k in config.flatten(config.to_dict(cfg))
+                                             if k in ("model.dropout", "optim.lr", "optim.momentum")]
+    other = config.load(None, ["optim.lr=0.02"])
+    assert config.differences(cfg, other) == {"model.dropout": [0.5, 0.0],
+                                              "optim.momentum": [0.9, 0.8]}
+    assert config.differences(config.to_dict(cfg), config.to_dict(other)) == \
+        config.differences(cfg, other)
+    assert config.differences(RunConfig()) == {} and config.differences(cfg, cfg) == {}
+    # a key the reference does not have (a dict of another version) differs
+    older = config.to_dict(RunConfig())
+    del older["optim"]["lr"]
+    assert config.differences(RunConfig(), older) == {"optim.lr": [None, 0.01]}

@@ -107,3 +107,16 @@ def test_running_means_and_topk_on_cuda():
     means.update(6, top1=top1, top5=top5)
     assert means.flush() == {"top1": pytest.approx(1 / 6), "top5": pytest.approx(0.0),
                              "count": 6}
+
+
+def test_one_eta_for_every_progress_line(monkeypatch):
+    import io
+    from data_prep import progress
+    assert progress.seconds_left(800, 100, 10.0) == 80.0     # 10 a second, 800 to go
+    assert progress.seconds_left(800, 0, 10.0) == math.inf   # nothing done yet: unknown
+    clock = iter([0.0, 20.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    bar = progress.Progress(total=1000, label="train", done=100, stream=out)
+    bar.update(200)              # 200 images in 20 s since the start; 700 to go at 10 a second
+    assert out.getvalue() == "train: 300/1000 images, 10 img/s, ETA 00:01:10\n"
