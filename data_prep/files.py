@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -173,3 +175,44 @@ def paths_problem(inputs, out) -> str | None:
             return f"{flag} {path}: {problem}: name the folder holding the data"
     problem = output_problem(out)
     return f"--out {out}: {problem}: choose another folder" if problem else None
+
+
+# Raw inputs that `alexnet prep` turns into a prepared ROOT: file name pattern -> the prep verb.
+# Image files are "images" (class folders of any dataset) unless they are in the ILSVRC layout.
+RAW_INPUTS = ((".jpeg", "images"), (".jpg", "images"), (".png", "images"), (".tar", "imagenet"),
+              ("data_batch_1", "cifar10"), ("cifar-10-python.tar.gz", "cifar10"),
+              ("train-images-idx3-ubyte", "fashion-mnist"))
+WNID = re.compile(r"n\d{8}")        # ILSVRC class folders (n01440764) and file names
+
+
+def _ilsvrc_layout(path: Path) -> bool:
+    """An image of the ILSVRC layout: in a wnid folder, or named as ILSVRC names its files."""
+    return bool(WNID.fullmatch(path.parent.name) or WNID.match(path.name)
+                or path.name.startswith("ILSVRC"))
+
+
+def raw_example(root) -> tuple[Path, str] | None:
+    """(a raw input file, its prep verb) within three levels of `root` (ROOT/train/<wnid>/x.JPEG),
+    looking at a few hundred entries at most (an ImageNet folder holds 1.3 M files); hidden
+    folders (an unfinished prep's .parts) are not looked into. Used where a prepared split was
+    expected, to say which `alexnet prep` verb the folder needs."""
+    folders, seen = [(Path(root), 0)], 0
+    while folders and seen < 500:
+        folder, depth = folders.pop(0)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)[:100]
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            name = entry.name.lower()
+            if entry.is_dir():
+                if depth < 2 and not entry.name.startswith("."):
+                    folders.append((Path(entry.path), depth + 1))
+                continue
+            verb = next((v for p, v in RAW_INPUTS if name.endswith(p) or name.startswith(p)), None)
+            if verb == "images" and _ilsvrc_layout(Path(entry.path)):
+                verb = "imagenet"
+            if verb is not None:
+                return Path(entry.path), verb
+    return None

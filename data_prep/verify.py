@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from data_prep.files import sha256_file
+from data_prep.files import raw_example, sha256_file
 from data_prep.shards import INDEX, MANIFEST, FormatError, PreparedSplit, read_manifest
 
 SPLITS = ("train", "val", "test")
@@ -25,35 +25,13 @@ def find_splits(path: str) -> list[str]:
     return found or [path]  # let verify_split say what is missing
 
 
-RAW = (".jpeg", ".jpg", ".png", ".tar", ".gz", ".bmp", ".webp")   # what `alexnet prep` reads
-
-
-def raw_input_in(path: str) -> str | None:
-    """A raw image or archive in `path` or one folder below (class folders), when `path` holds no
-    prepared split: the input of `alexnet prep`, given where its output is expected."""
-    try:
-        entries = sorted(os.scandir(path), key=lambda e: e.name)[:100]
-    except OSError:
-        return None
-    for entry in entries:
-        if entry.is_file() and entry.name.lower().endswith(RAW):
-            return entry.path
-    for entry in entries:
-        if entry.is_dir() and not entry.name.startswith("."):    # not an unfinished prep's .parts
-            inside = sorted(os.scandir(entry.path), key=lambda e: e.name)[:100]
-            found = next((e.path for e in inside
-                          if e.is_file() and e.name.lower().endswith(RAW)), None)
-            if found:
-                return found
-    return None
-
-
 def verify_split(path: str, decode: bool = False) -> list[str]:
     """Every problem found, each naming the file and what is wrong; [] when all is well."""
-    if not os.path.exists(os.path.join(path, MANIFEST)) and raw_input_in(path):
-        return [f"{path} holds raw images or archives ({raw_input_in(path)}), not a prepared "
-                f"split: prepare them first ('alexnet prep images --input DATASET --out ROOT' for "
-                f"class folders, 'alexnet prep imagenet' for the ILSVRC files), then verify ROOT"]
+    raw = None if os.path.exists(os.path.join(path, MANIFEST)) else raw_example(path)
+    if raw:
+        return [f"{path} holds raw images or archives ({raw[0]}), not a prepared split: prepare "
+                f"them first ('alexnet prep {raw[1]} --input DATASET --out ROOT'), then verify "
+                f"ROOT"]
     try:
         manifest = read_manifest(path)
     except FormatError as e:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from pathlib import Path
 
+from data_prep.files import raw_example
 from data_prep.shards import FormatError, PreparedSplit
 from paper_alexnet.config import ConfigError
 from paper_alexnet.data import DataError
@@ -41,45 +41,6 @@ def starting():
         raise StartError(str(err)) from err
 
 
-# Raw inputs that `alexnet prep` turns into a prepared ROOT: file name pattern -> the prep verb.
-# Image files are "images" (class folders of any dataset) unless they are in the ILSVRC layout.
-_RAW = ((".jpeg", "images"), (".jpg", "images"), (".png", "images"), (".tar", "imagenet"),
-        ("data_batch_1", "cifar10"), ("cifar-10-python.tar.gz", "cifar10"),
-        ("train-images-idx3-ubyte", "fashion-mnist"))
-_WNID = re.compile(r"n\d{8}")        # ILSVRC class folders (n01440764) and file names
-
-
-def _ilsvrc(path: Path) -> bool:
-    """An image of the ILSVRC layout: in a wnid folder, or named as ILSVRC names its files."""
-    return bool(_WNID.fullmatch(path.parent.name) or _WNID.match(path.name)
-                or path.name.startswith("ILSVRC"))
-
-
-def _raw_example(root: Path) -> tuple[Path, str] | None:
-    """(a raw input file, its prep verb) within three levels of `root` (ROOT/train/<wnid>/x.JPEG),
-    looking at a few hundred entries at most (an ImageNet folder holds 1.3 M files)."""
-    folders, seen = [(root, 0)], 0
-    while folders and seen < 500:
-        folder, depth = folders.pop(0)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)[:100]
-        except OSError:
-            continue
-        for entry in entries:
-            seen += 1
-            name = entry.name.lower()
-            if entry.is_dir():
-                if depth < 2:
-                    folders.append((Path(entry.path), depth + 1))
-                continue
-            verb = next((v for p, v in _RAW if name.endswith(p) or name.startswith(p)), None)
-            if verb == "images" and _ilsvrc(Path(entry.path)):
-                verb = "imagenet"
-            if verb is not None:
-                return Path(entry.path), verb
-    return None
-
-
 def check_data_root(root) -> Path:
     """`root` as a Path when it holds a prepared train split; StartError naming a split folder or
     raw images given instead (other problems are left to PreparedSplit's own FormatError)."""
@@ -89,7 +50,7 @@ def check_data_root(root) -> Path:
     if (root / "manifest.json").is_file() or (root / "index.npz").is_file():
         raise StartError(f"--data {root} is one split of a prepared dataset, not its root: pass "
                          f"ROOT, not ROOT/{root.name} (here: --data {root.parent})")
-    raw = _raw_example(root)
+    raw = raw_example(root)
     if raw is not None:
         path, verb = raw
         raise StartError(f"--data {root} looks like raw images or archives ({path.name}), not a "

@@ -254,3 +254,15 @@ def test_a_second_ctrl_c_during_an_experiment_is_one_line_and_exit_130(monkeypat
     assert code == 130
     assert len(err) == 1 and err[0].startswith("alexnet experiment generate: aborted by a second "
                                                "Ctrl-C")
+
+
+def test_prep_verify_of_raw_ilsvrc_folders_names_prep_imagenet(tmp_path, capsys):
+    """The same finder as `train --data` (data_prep.files.raw_example): wnid folders are the
+    ILSVRC layout, so verify suggests `prep imagenet`, not `prep images`."""
+    from PIL import Image
+    folder = tmp_path / "raw" / "train" / "n01440764"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "n01440764_1.JPEG")
+    assert prep(["verify", str(tmp_path / "raw")]) == 1
+    out = capsys.readouterr().out
+    assert "holds raw images or archives" in out and "alexnet prep imagenet --input" in out, out
