@@ -41,6 +41,7 @@ def _pooled(size: int) -> int:
 
 # (name, kernel, output channels, pooling after it) of the conv layers, then the fc widths.
 CONVS = (("conv1", 5, 32, "maxpool"), ("conv2", 5, 32, "avgpool"), ("conv3", 5, 64, "avgpool"))
+POOLS = {"maxpool": nn.MaxPool2d, "avgpool": nn.AvgPool2d}
 
 
 def layers(cfg: ModelConfig) -> list[dict]:
@@ -84,17 +85,13 @@ class Figure1Net(nn.Module):
         self.init_bias = cfg.init_bias
         self.tanh_a, self.tanh_b = (float(v) for v in cfg.tanh_scale)
         self.input_size = cfg.input_size
-        self.conv1 = nn.Conv2d(cfg.in_channels, 32, 5, padding=2)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(32, 32, 5, padding=2)
-        self.pool2 = nn.AvgPool2d(3, 2, ceil_mode=True)
-        self.conv3 = nn.Conv2d(32, 64, 5, padding=2)
-        self.pool3 = nn.AvgPool2d(3, 2, ceil_mode=True)
-        side = _pooled(_pooled(_pooled(cfg.input_size)))
-        if side < 1:
-            raise ValueError(f"model.input_size={cfg.input_size} is too small for three 3/2 "
-                             "poolings (use 32 for CIFAR-10)")
-        self.fc64 = nn.Linear(64 * side * side, 64)
+        conv_rows = layers(cfg)[:len(CONVS)]   # shapes; ConfigError for a too small input
+        channels = cfg.in_channels
+        for i, (name, kernel, width, pool) in enumerate(CONVS, 1):   # conv1, pool1, conv2, …
+            setattr(self, name, nn.Conv2d(channels, width, kernel, padding=kernel // 2))
+            setattr(self, f"pool{i}", POOLS[pool](3, 2, ceil_mode=True))
+            channels = width
+        self.fc64 = nn.Linear(math.prod(conv_rows[-1]["output"]), 64)
         self.fc10 = nn.Linear(64, cfg.num_classes)
         self.reset_parameters()
 
