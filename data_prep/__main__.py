@@ -272,9 +272,8 @@ def main_stats(argv) -> int:
         print(f"alexnet prep stats: {e}", file=sys.stderr)
         return 1
     other = not_ilsvrc(args.root)
-    if other:
+    if other:   # Alex's numbers are ILSVRC-2012's: beside CIFAR-10's they would mean nothing
         import numpy as np
-      # Alex's numbers are ILSVRC-2012's: beside CIFAR-10's they would mean nothing
         alone = dict(channel_mean=ours["mean"].mean(axis=(0, 1)).tolist(),
                      pca_stdevs=np.sqrt(np.maximum(ours["eigval"], 0)).tolist(),
                      images=int(ours["images"]), reference=None)

@@ -242,9 +242,6 @@ def check(args) -> str | None:
                 return f"{flag} {text!r}: expected comma-separated integers, e.g. 0,1,2"
         if not args.seeds.strip():
             return "--seeds '': expected comma-separated integers, e.g. 0,1,2"
-    if args.command == "relu-vs-tanh" and not all(
-            s.strip().isdigit() for s in args.seeds.split(",")):
-        return f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2"
     if args.command == "relu-vs-tanh":
         problem = _relu_vs_tanh_problem(args)
         if problem:
@@ -271,6 +268,8 @@ def check(args) -> str | None:
 
 def _relu_vs_tanh_problem(args) -> str | None:
     """relu-vs-tanh's own options, before anything runs."""
+    if not all(s.strip().isdigit() for s in args.seeds.split(",")):
+        return f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2"
     try:
         if not _floats(args.lrs) or min(_floats(args.lrs)) <= 0:
             raise ValueError

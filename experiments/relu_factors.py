@@ -81,7 +81,8 @@ def _changes(manifest: dict, baseline: dict) -> str:
 
 
 def _cell(stats: dict, act: str, reading: str, borrowed: list[str]) -> str:
-    return relu_vs_tanh._epochs(stats[act], reading) + (" (baseline)" if act in borrowed else "")
+    text = relu_vs_tanh.epochs_text(stats[act], reading)
+    return text + (" (baseline)" if act in borrowed else "")
 
 
 def write_report(labelled: list[tuple[str, Path]], out_dir: Path) -> Path:
@@ -111,8 +112,8 @@ def write_report(labelled: list[tuple[str, Path]], out_dir: Path) -> Path:
         table_rows.append([label, _changes(manifest, base_manifest),
                            _cell(s, "relu", "first", b), _cell(s, "relu", "interpolated", b),
                            _cell(s, "tanh", "first", b), _cell(s, "tanh", "interpolated", b),
-                           relu_vs_tanh._speedup(s["speedup"], "first"),
-                           relu_vs_tanh._speedup(s["speedup"], "interpolated")])
+                           relu_vs_tanh.speedup_text(s["speedup"], "first"),
+                           relu_vs_tanh.speedup_text(s["speedup"], "interpolated")])
     lines += [report.table(["factor", "what changed", "ReLU: first epoch ≤ 25%",
                             "ReLU: interpolated", "tanh: first epoch ≤ 25%", "tanh: interpolated",
                             "speed-up (first)", "speed-up (interpolated)"], table_rows), ""]
@@ -126,7 +127,7 @@ def write_report(labelled: list[tuple[str, Path]], out_dir: Path) -> Path:
     if best is not None:
         lines += [f"Closest to the paper's {fig['speedup']:.0f}x (interpolated speed-up): "
                   f"**{best['label']}**, "
-                  f"{relu_vs_tanh._speedup(best['stats']['speedup'], 'interpolated')}.", ""]
+                  f"{relu_vs_tanh.speedup_text(best['stats']['speedup'], 'interpolated')}.", ""]
     lines += ["## The factors and the paper's words", "", *FAITHFULNESS, ""]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

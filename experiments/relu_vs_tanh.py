@@ -349,7 +349,7 @@ def seed_curves(exp_dir: Path, manifest: dict) -> dict:
     return {act: _per_seed_curves(exp_dir, manifest, act) for act in ACTIVATIONS}
 
 
-def _epochs(stats: dict, reading: str) -> str:
+def epochs_text(stats: dict, reading: str) -> str:
     """'9.09 (8.50–9.60)' for several runs, '9.09' for one, 'not reached' for none."""
     s = stats[reading]
     digits = 0 if reading == "first" else 2
@@ -361,7 +361,7 @@ def _epochs(stats: dict, reading: str) -> str:
     return text
 
 
-def _speedup(speedup: dict, reading: str) -> str:
+def speedup_text(speedup: dict, reading: str) -> str:
     s = speedup[reading]
     if s["ratio"] is None:
         return "—"
@@ -440,8 +440,8 @@ def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> 
                   f"{100 * TARGET:.0f}%):", "", report.table(
                       ["activation", "runs", "reached 25%", "first epoch at or below 25%",
                        "epochs to 25%, interpolated"],
-                      [[act, agg[act]["runs"], agg[act]["reached"], _epochs(agg[act], "first"),
-                        _epochs(agg[act], "interpolated")] for act in ACTIVATIONS
+                      [[act, agg[act]["runs"], agg[act]["reached"], epochs_text(agg[act], "first"),
+                        epochs_text(agg[act], "interpolated")] for act in ACTIVATIONS
                        if agg[act]["runs"]])]
     lines += ["", _speedup_sentence(agg, manifest, fig), "",
               "No training-time ratio is given: the runs' step times include whatever else "
@@ -471,8 +471,8 @@ def _speedup_sentence(agg: dict, manifest: dict, fig: dict) -> str:
         text = (f"**Speed-up of ReLU over tanh (epochs to 25%, tanh / ReLU"
                 + (f", over the {n} seeds where both reached it; range of the per-seed ratios"
                    " in brackets" if n > 1 else "")
-                + f"): {_speedup(speedup, 'first')} by the first epoch at or below 25%, "
-                f"{_speedup(speedup, 'interpolated')} interpolated.**")
+                + f"): {speedup_text(speedup, 'first')} by the first epoch at or below 25%, "
+                f"{speedup_text(speedup, 'interpolated')} interpolated.**")
     else:
         text = ("**Speed-up of ReLU over tanh: not measurable: no seed has both activations at "
                 "25% training error.**")

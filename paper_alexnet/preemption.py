@@ -148,7 +148,6 @@ class StopRequest:
         return bool(flag.item())
 
 
-
 _installed: list = []     # the wakeup pipes of this process's StopRequests, newest last
 
 
