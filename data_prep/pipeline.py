@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import zipfile
 
 import numpy as np
@@ -46,7 +45,6 @@ from data_prep.shards import STATS, ShardWriter, WrittenOnce, existing_split
 
 PARTS = ".parts"
 FAILURES = ("rejected", "skipped", "missing")  # anomaly kinds counted against --max-failures
-KILL_ENV = "DATA_PREP_TEST_KILL_AFTER_CHUNKS"  # tests: SIGKILL ourselves after k chunks
 
 
 # the author's stored quality: cuda-convnet2 make-data pyext.h `#define JPEG_QUALITY 95`, passed to
@@ -199,7 +197,6 @@ def run_chunks(out_dir: str, parts: str, chunks: list, params: dict, workers: in
     pending = [k for k in range(len(chunks)) if not os.path.exists(chunk_path(parts, k, "npz"))]
     total = sum(len(c) for c in chunks)
     progress = Progress(total, label, done=total - sum(len(chunks[k]) for k in pending))
-    kill_after = int(os.environ.get(KILL_ENV, "0"))
     jobs = [(parts, k, chunks[k], params) for k in pending]
     done, pool = len(chunks) - len(pending), None
     try:
@@ -208,11 +205,9 @@ def run_chunks(out_dir: str, parts: str, chunks: list, params: dict, workers: in
         else:  # spawn: workers start clean (no forked file descriptors or locks)
             pool = multiprocessing.get_context("spawn").Pool(workers, ignore_ctrl_c)
             results = pool.imap_unordered(process_chunk, jobs)
-        for finished, n in enumerate(results, 1):
+        for n in results:
             done += 1
             progress.update(n)
-            if kill_after and finished >= kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
         if pool is not None:
             pool.close()
             pool.join()

@@ -12,7 +12,11 @@ any step, and a run without that callback simply continues.
 - `on_start`: once, before the first step, also when resuming (and when nothing is left to train);
 - `on_step_end`: after every step, after any checkpoint of that step (a stop in the middle of an
   epoch is checkpointed there; at the last step of an epoch, the epoch ends first);
-- `on_epoch_end`: after the epoch's evaluation, its log records and its checkpoint.
+- `on_epoch_end`: after the epoch's evaluation, its log records and its checkpoint;
+- `on_backward(progress, loss, model)` (optional, returns nothing): after each step's backward
+  pass, before its NaN guard and update (the tests inject faults here: tests/fault_hook.py).
+
+The loop's own callbacks (paper_alexnet/loop.py: log, checkpoints, preemption) come first.
 
 Under DDP every rank calls the hooks and must return the same answer: the loop does not
 all-reduce it. The per-step hook runs on the host: it must not read device values (that is a

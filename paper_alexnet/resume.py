@@ -16,7 +16,9 @@ words that say where a run stands (docs/ARCHITECTURE.md decision 6; docs/trainin
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -85,7 +87,29 @@ def _check_network(cfg: config.RunConfig, in_checkpoint: config.RunConfig, run_d
                                  f"--run-dir")
 
 
-def start(requested, data_root, run_dir: Path, world, allow_change=()) -> dict:
+@dataclass
+class Run:
+    """A run as `start` finds it, and where it stands as the loop goes on: `epoch` epochs done,
+    `step_in_epoch` steps of the next one, `global_step` steps in all."""
+    cfg: config.RunConfig
+    root: Path                      # the prepared data
+    steps: int                      # steps per epoch
+    model: torch.nn.Module
+    memory_format: torch.memory_format
+    optimizer: torch.optim.Optimizer
+    schedule: optim.Schedule
+    data: dict                      # identity of the prepared data (results.data_identity)
+    changes: dict                   # config keys changed on resume: {key: [old, new]}
+    note: str | None = None         # said once at start (config.yaml replaced)
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    resumed_from: Path | None = None
+    batches: Iterator | None = None  # the next epoch's batches, built by start (errors raise early)
+    data_changed: str | None = None  # a resume on other data than the checkpoint's: the warning
+
+
+def start(requested, data_root, run_dir: Path, world, allow_change=()) -> Run:
     """Everything that can fail before the first step, with nothing written: the run's config
     (resume.py), the data (preflight.py: a prepared ROOT, enough images for a batch, the classes of
     model.num_classes), the devices, the network, optimiser and schedule, the newest checkpoint
@@ -114,10 +138,9 @@ def start(requested, data_root, run_dir: Path, world, allow_change=()) -> dict:
     model = model.to(memory_format=memory_format)
     optimizer = optim.make_optimizer(model, cfg.optim)
     schedule = optim.make_schedule(cfg.schedule, optimizer)
-    run = dict(cfg=cfg, changes=changes, note=note, root=root, steps=steps, model=model,
-               memory_format=memory_format, optimizer=optimizer, schedule=schedule, epoch=0,
-               start_step=0, global_step=0, resumed_from=None, batches=None,
-               data=results.data_identity(root), data_changed=None)
+    run = Run(cfg=cfg, root=root, steps=steps, model=model, memory_format=memory_format,
+              optimizer=optimizer, schedule=schedule, data=results.data_identity(root),
+              changes=changes, note=note)
     if found is not None:
         path, state = found
         try:
@@ -134,13 +157,13 @@ def start(requested, data_root, run_dir: Path, world, allow_change=()) -> dict:
         checkpoint.set_rng_state(state["rng"])
         change = results.data_change(state.get("data"), root, path.name)
         if change:     # said loudly, not refused: the user may have meant it (docs/training.md)
-            run["data_changed"] = (f"{change}; the resumed run continues on it (recorded in "
-                                   f"metrics.jsonl)")
-        run.update(epoch=state["epoch"], start_step=state["step"],
-                   global_step=state["global_step"], resumed_from=path)
-    if run["epoch"] < cfg.train.epochs:      # built now: its errors (crop sizes, stats) raise here
-        run["batches"] = data_lib.train_batches(root, cfg, run["epoch"], run["start_step"],
-                                                world.rank, world.world_size, model.input_device)
+            run.data_changed = (f"{change}; the resumed run continues on it (recorded in "
+                                f"metrics.jsonl)")
+        run.epoch, run.step_in_epoch = state["epoch"], state["step"]
+        run.global_step, run.resumed_from = state["global_step"], path
+    if run.epoch < cfg.train.epochs:      # built now: its errors (crop sizes, stats) raise here
+        run.batches = data_lib.train_batches(root, cfg, run.epoch, run.step_in_epoch,
+                                             world.rank, world.world_size, model.input_device)
     return run
 
 

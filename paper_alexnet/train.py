@@ -1,4 +1,5 @@
-"""§5: training. One flat loop: batch → forward → cross-entropy (batch mean) → backward → §5 step.
+"""§5: training. One flat loop: batch → forward → cross-entropy (batch mean) → backward → §5 step;
+logging, checkpoints and stops plug in as callbacks (loop.py, callbacks.py).
 
 `alexnet train --config FILE [--data ROOT] [--run-dir DIR] [section.key=value …]` (`main`), or
 `train(cfg, data_root, run_dir)` from Python. A run directory is the unit of work
@@ -20,21 +21,18 @@ itself from its newest valid checkpoint.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from data_prep.progress import seconds_left
-from paper_alexnet import (checkpoint, config, distributed, fault_hook, metrics,
-                           preemption, preflight, resume, watchdog)
-from paper_alexnet.callbacks import Progress, first_stop
+from paper_alexnet import (checkpoint, config, distributed, metrics, preemption, preflight,
+                           resume, watchdog)
 from paper_alexnet.evaluate import count_errors
-from paper_alexnet.precision import autocast, resolve_precision
+from paper_alexnet.loop import Loop
+from paper_alexnet.precision import autocast
 from paper_alexnet.watchdog import NonFiniteLoss
 
 
@@ -58,217 +56,89 @@ def forward_backward(net, optimizer, images, labels, device: torch.device,
     return logits, loss
 
 
-def evaluate_signal(model, data_lib, data_root, cfg, world, dtype) -> dict:
+def train_step(loop, images, labels):
+    """One §5 step: this step's dropout seed, forward and backward, the NaN guard, the update,
+    the running means (on the device)."""
+    run = loop.run
+    images = images.contiguous(memory_format=run.memory_format)
+    labels = labels.to(run.model.output_device, non_blocking=True)
+    torch.manual_seed(step_seed(run.cfg.train.seed, run.global_step, loop.world.rank))
+    logits, loss = forward_backward(loop.net, run.optimizer, images, labels,
+                                    run.model.input_device, loop.dtype)
+    loop.after_backward(loss)
+    finite = torch.isfinite(loss.detach()) & watchdog.finite_grads(run.model, loss.device)
+    loop.first_bad = torch.where(finite | (loop.first_bad >= 0), loop.first_bad,
+                                 torch.full_like(loop.first_bad, run.global_step))
+    n, k = run.global_step + 1, run.step_in_epoch + 1
+    if (run.model.output_device.type == "cpu" or loop.is_log_step(n, k)
+            or loop.is_checkpoint_step(n)):          # reading the flag is a sync point
+        watchdog.check_finite(loop.first_bad, loop.world, "before the optimiser step")
+    run.optimizer.step()
+    top1, = metrics.topk_errors(logits.detach(), labels, ks=(1,))
+    loop.running.update(labels.shape[0], loss=loss.detach() * labels.shape[0], top1=top1)
+    run.global_step, run.step_in_epoch = n, k
+
+
+def evaluate_signal(loop) -> dict:
     """Centre-crop top-1/top-5 error on `schedule.signal_split` (the §5 schedule's signal), every
     image of the split seen once across the ranks."""
-    split = cfg.schedule.signal_split
-    _, indices = data_lib.split_indices(data_root, split, cfg)
-    batches = data_lib.eval_batches(data_root, split, cfg, view="center", rank=world.rank,
-                                    world_size=world.world_size, device=model.input_device)
-    return count_errors([model], batches, views=1, split_len=len(indices), world=world,
-                        dtype=dtype, index_space=indices)
+    from paper_alexnet import data
+    run, world = loop.run, loop.world
+    split = run.cfg.schedule.signal_split
+    _, indices = data.split_indices(run.root, split, run.cfg)
+    batches = data.eval_batches(run.root, split, run.cfg, view="center", rank=world.rank,
+                                world_size=world.world_size, device=run.model.input_device)
+    return count_errors([run.model], batches, views=1, split_len=len(indices), world=world,
+                        dtype=loop.dtype, index_space=indices)
 
 
-def train(cfg: config.RunConfig | None, data_root, run_dir, *, after_step=None,
-          quiet: bool = False, allow_change=(), callbacks=()) -> dict:
+def epoch_batches(loop):
+    """This epoch's remaining batches (start-up built the first epoch's, to raise early)."""
+    from paper_alexnet import data
+    run, world = loop.run, loop.world
+    batches, run.batches = run.batches, None
+    return batches or data.train_batches(run.root, run.cfg, run.epoch, run.step_in_epoch,
+                                         world.rank, world.world_size, run.model.input_device)
+
+
+def train(cfg: config.RunConfig | None, data_root, run_dir, *, quiet: bool = False,
+          allow_change=(), callbacks=()) -> dict:
     """Train (or resume) the run in `run_dir`; returns a summary dict. `cfg=None` resumes with the
     run directory's own config; `allow_change`: keys of resume.ON_REQUEST a resume may change.
     Nothing is written before every start-up check passed (preflight.StartError otherwise).
-    `after_step(global_step)` is called after every step, after any checkpoint of that step is
-    saved (tests use it to kill a run). `callbacks`: hooks at the start, after every step and after
-    every epoch that may stop the run, checkpointed and resumable (paper_alexnet/callbacks.py)."""
-    from paper_alexnet import data as data_lib
+    `callbacks`: hooks at the start, after every step and every epoch (callbacks.py), called
+    after the loop's own (loop.py: log, checkpoint, preemption)."""
     world = distributed.current_world()
-    run_dir = Path(run_dir)
     with preflight.starting():
-        run = resume.start(cfg, data_root, run_dir, world, tuple(allow_change))
-    cfg, model, optimizer, schedule = run["cfg"], run["model"], run["optimizer"], run["schedule"]
-    epoch, start_step, global_step = run["epoch"], run["start_step"], run["global_step"]
-    steps, memory_format, resumed_from = run["steps"], run["memory_format"], run["resumed_from"]
-    data_root, changes = run["root"], run["changes"]
+        run = resume.start(cfg, data_root, Path(run_dir), world, tuple(allow_change))
     distributed.barrier(world)        # every rank has read config.yaml before rank 0 rewrites it
-    say = (lambda *a: None) if (quiet or not world.is_main) else (lambda *a: print(*a, flush=True))
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_text = config.dump(cfg)
-        (run_dir / "config.yaml").write_text(config_text)
-        say(f"run {run_dir}\n--- config ---\n{config_text}--------------")
-        if run["note"]:
-            say(run["note"])
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
-    # Fixed batch shapes: let cuDNN time its kernels once and keep the fastest (docs/speed.md);
-    # its choice may vary from run to run, so not when a deterministic run is asked for.
-    torch.backends.cudnn.benchmark = not cfg.train.deterministic
-    if resumed_from is not None:
-        say(f"resumed from {resumed_from}: "
-            + resume.position(epoch, start_step, global_step, steps, cfg.train.epochs))
-    log = metrics.MetricsLog(run_dir, resume_step=global_step if resumed_from else None) \
-        if world.is_main else None
-    if log is not None and run["data_changed"]:
-        print(f"alexnet train: WARNING: {run['data_changed']}", file=sys.stderr, flush=True)
-        log.log("event", global_step, epoch, event="data_changed", data=run["data"])
-    if log is not None and changes:
-        allowed = [k for k in changes if k in allow_change]
-        log.log("event", global_step, epoch, event="config_changed", changes=changes,
-                **({"allowed_by": [f"--allow-change {k}" for k in allowed]} if allowed else {}))
-        if allowed:
-            say("changed on request, recorded in metrics.jsonl: " + "; ".join(
-                f"{k} {changes[k][0]!r} -> {changes[k][1]!r}" for k in allowed))
-
-    net = distributed.wrap(model, world)
-    if cfg.train.compile:
-        net = torch.compile(net)                 # checkpoints save `model`, never this wrapper
-    dtype = resolve_precision(cfg, model.input_device)
-    total_steps = steps * cfg.train.epochs
-    local_batch = distributed.local_batch_size(cfg.optim.batch_size, world)
-    running = metrics.RunningMeans(model.output_device)
-    first_bad = torch.full((), -1, dtype=torch.int64, device=model.output_device)
-    # SIGTERM/SIGINT -> checkpoint and exit 75 (preemption.py); ALEXNET_FAULT: tests only
-    fault = fault_hook.from_env(world.rank)
-    stop = preemption.StopRequest(announce=preemption.TRAINING if world.is_main else None).install()
-    check_every_step = model.output_device.type == "cpu"
-    # Throughput: wall clock between two log steps, each of which ends in a sync, so the window
-    # holds exactly the training steps (evaluation and checkpoint writing fall outside windows).
-    clock = dict(train_time=0.0, window_start=time.perf_counter(), first_step=global_step)
-    last, val = {}, {}
-    code_version = checkpoint.code_version()      # once: it runs git
-
-    def save(epoch_done: int, step_in_epoch: int, milestone: bool):
-        watchdog.check_finite(first_bad, world, "before saving a checkpoint")
-        if world.is_main:
-            log.sync()
-            state = dict(model={k: v.detach().cpu() for k, v in model.state_dict().items()},
-                         optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                         epoch=epoch_done, step=step_in_epoch, global_step=global_step,
-                         rng=checkpoint.rng_state(), config=config.to_dict(cfg),
-                         code_version=code_version, data=run["data"])
-            checkpoint.save(run_dir, state, global_step, cfg.train.keep_last, milestone)
-        clock["window_start"] = time.perf_counter()
-
-    def stop_here(epoch_now: int, step_in_epoch: int, saved: bool):
-        """Preempted (preemption.py): checkpoint this step unless just done, log it, stop."""
-        if not saved:
-            save(epoch_now, step_in_epoch, milestone=False)
-        if log is not None:
-            log.log("event", global_step, epoch_now + (step_in_epoch > 0), event="preempted",
-                    signal=stop.signal_name)
-        raise preemption.Preempted(stop.signal_name, global_step)
-
-    def log_train(epoch_now: int):
-        means = running.flush(distributed=world.distributed)     # SYNC POINT: log steps only
-        now = time.perf_counter()
-        window = now - clock["window_start"]
-        clock["train_time"] += window
-        rate = means["count"] * world.world_size / window if window > 0 else math.nan
-        done = global_step - clock["first_step"]
-        eta = seconds_left(total_steps - global_step, done, clock["train_time"])
-        last.update(loss=means["loss"], error=means["top1"], lr=schedule.lr)
-        if log:
-            log.log("train", global_step, epoch_now + 1, **last, images=means["count"],
-                    images_per_s=rate,
-                    train_time_s=clock["train_time"])
-        say(f"epoch {epoch_now + 1}/{cfg.train.epochs} step {global_step}/{total_steps} "
-            f"loss {means['loss']:.4f} err {100 * means['top1']:.1f}% lr {schedule.lr:g} "
-            f"{rate:.1f} img/s ETA {metrics.format_duration(eta)} (training only)")
-        clock["window_start"] = time.perf_counter()
-
-    def hook(name: str, epoch_now: int, step_in_epoch: int, val_now=None) -> str | None:
-        """The callbacks' answer at this point; a stop is logged (an "event" record)."""
-        reason = first_stop(callbacks, name, Progress(run_dir, epoch_now, step_in_epoch,
-                                                      global_step, cfg.train.epochs,
-                                                      dict(val_now or {})))
-        if reason and log is not None:
-            log.log("event", global_step, epoch_now + (step_in_epoch > 0), event="stopped",
-                    reason=reason)
-        if reason:
-            say(f"stopped: {reason}")
-        return reason
-
-    stopped = None
+    loop = Loop.open(run, Path(run_dir), world, quiet, allow_change, callbacks)
     try:
-        stopped = hook("on_start", epoch, start_step)
-        for epoch in range(epoch, epoch if stopped else cfg.train.epochs):
-            model.train()
-            batches = run.pop("batches", None) or data_lib.train_batches(
-                data_root, cfg, epoch, start_step, world.rank, world.world_size,
-                model.input_device)
-            for step_in_epoch in range(start_step, steps):
-                images, labels = next(batches)
-                images = images.contiguous(memory_format=memory_format)
-                labels = labels.to(model.output_device, non_blocking=True)
-                torch.manual_seed(step_seed(cfg.train.seed, global_step, world.rank))
-                logits, loss = forward_backward(net, optimizer, images, labels,
-                                                model.input_device, dtype)
-                fault_hook.inject(fault, global_step, loss, model)    # no-op unless testing
-                finite = torch.isfinite(loss.detach()) & watchdog.finite_grads(model,
-                                                                              loss.device)
-                first_bad = torch.where(finite | (first_bad >= 0), first_bad,
-                                        torch.full_like(first_bad, global_step))
-                is_log = (global_step + 1) % cfg.train.log_every == 0 or step_in_epoch + 1 == steps
-                is_ckpt = (global_step + 1) % cfg.train.checkpoint_every == 0
-                if check_every_step or is_log or is_ckpt:
-                    watchdog.check_finite(first_bad, world, "before the optimiser step")
-                optimizer.step()
-                top1, = metrics.topk_errors(logits.detach(), labels, ks=(1,))
-                running.update(labels.shape[0], loss=loss.detach() * labels.shape[0], top1=top1)
-                global_step += 1
-                if is_log or is_ckpt:      # every record of a step is logged before its checkpoint
-                    log_train(epoch)
-                if is_ckpt and step_in_epoch + 1 < steps:
-                    save(epoch, step_in_epoch + 1, milestone=False)
-                if step_in_epoch + 1 < steps and stop.agreed(world, is_log or is_ckpt,
-                                                             model.output_device):
-                    stop_here(epoch, step_in_epoch + 1, saved=is_ckpt)
-                if after_step is not None:
-                    after_step(global_step)
-                stopped = hook("on_step_end", epoch, step_in_epoch + 1)
-                if stopped and step_in_epoch + 1 < steps:    # mid-epoch: checkpoint it here
-                    if not is_ckpt:
-                        save(epoch, step_in_epoch + 1, milestone=False)
-                    break
-            if stopped and step_in_epoch + 1 < steps:
-                break                                        # checkpointed mid-epoch above
-            start_step = 0
-            val = evaluate_signal(model, data_lib, data_root, cfg, world, dtype)
-            model.train()
-            dropped = schedule.observe(epoch + 1, val["top1"])
-            if log:
-                log.log("val", global_step, epoch + 1, split=cfg.schedule.signal_split,
-                        top1=val["top1"], top5=val["top5"], images=val["images"])
-                if dropped:
-                    log.log("lr", global_step, epoch + 1, lr=schedule.lr, drops=schedule.drops)
-            say(f"epoch {epoch + 1}/{cfg.train.epochs}: {cfg.schedule.signal_split} (centre crop) "
-                f"top-1 error {100 * val['top1']:.2f}%, top-5 {100 * val['top5']:.2f}%"
-                + (f"; learning rate divided -> {schedule.lr:g}" if dropped else ""))
-            if log:
-                watchdog.report_not_learning(log, run_dir, cfg.model.num_classes,
-                                             cfg.train.not_learning_epochs, global_step, epoch + 1)
-            save(epoch + 1, 0, milestone=(epoch + 1) % cfg.train.milestone_every == 0)
-            stopped = stopped or hook("on_epoch_end", epoch + 1, 0, val)
-            if stopped:
+        loop.hook("on_start")
+        while not loop.stopped and run.epoch < run.cfg.train.epochs:
+            run.model.train()
+            batches = epoch_batches(loop)
+            while not loop.stopped and run.step_in_epoch < run.steps:
+                train_step(loop, *next(batches))
+                loop.hook("on_step_end")
+            if run.step_in_epoch < run.steps:        # stopped mid-epoch: checkpoint it here
+                loop.checkpoints.save_unless_saved()
                 break
-            if epoch + 1 < cfg.train.epochs and stop.agreed(world, True, model.output_device):
-                stop_here(epoch + 1, 0, saved=True)
+            loop.val = evaluate_signal(loop)              # §5: the schedule's signal
+            loop.dropped = run.schedule.observe(run.epoch + 1, loop.val["top1"])
+            run.epoch, run.step_in_epoch = run.epoch + 1, 0
+            loop.hook("on_epoch_end")
     except NonFiniteLoss as err:      # say what works now (a checkpoint to resume, or none)
         raise NonFiniteLoss(resume.diverged(err.step, err.detected, run_dir, data_root,
-                                            cfg.optim.lr), err.step, err.detected) from None
+                                            run.cfg.optim.lr), err.step, err.detected) from None
     finally:
-        stop.restore()
-        if log is not None:
-            log.close()
+        loop.close()
     distributed.barrier(world)
-    done, train_time = global_step - clock["first_step"], clock["train_time"]
-    return dict(run_dir=str(run_dir), epochs=cfg.train.epochs, global_step=global_step,
-                resumed_from=str(resumed_from) if resumed_from else None,
-                train_loss=last.get("loss", math.nan), train_error=last.get("error", math.nan),
-                val=val, lr=schedule.lr, train_time_s=train_time, stopped=stopped,
-                images_per_s=done * cfg.optim.batch_size / train_time if train_time else math.nan,
-                local_batch=local_batch)
+    return loop.summary()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done; 2 the command cannot start as given (nothing written); 1 the run
+def main(argv: list[str] | None = None, callbacks=()) -> int:
+    """`callbacks`: passed to `train` (tests inject faults with them). Exit status: 0 done; 2 the command cannot start as given (nothing written); 1 the run
     failed; 75 preempted (run the same command again); 130 aborted by a second Ctrl-C."""
     parser = argparse.ArgumentParser(
         prog="alexnet train", description="Train AlexNet (§5) into a run directory; resumes "
@@ -308,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     from data_prep.shards import FormatError
     world = distributed.init_from_env()
     try:
-        result = train(cfg, args.data, run_dir, allow_change=args.allow_change)
+        result = train(cfg, args.data, run_dir, allow_change=args.allow_change,
+                       callbacks=callbacks)
     except preflight.StartError as err:
         print(f"alexnet train: {err}", file=sys.stderr)
         return preflight.EXIT_USAGE

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from paper_alexnet.callbacks import Callback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,6 +16,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_NET = ["model.arch=cifar10_4layer", "model.input_size=64", "model.num_classes=4",
              "optim.lr=0.001", "optim.batch_size=8", "data.workers=0", "eval.batch_size=16",
              "eval.ten_crop=false", "model.devices=[cpu]"]
+
+
+class AtStep(Callback):
+    """Calls `fn(global_step)` after every step, after that step's checkpoint (tests kill, signal
+    or interrupt a run there)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_step_end(self, progress):
+        self.fn(progress.global_step)
 
 
 def write_recipe(path, overrides):
@@ -36,9 +48,17 @@ def child_env(**extra):
     return env
 
 
+def program(env=None) -> list:
+    """How a child runs `alexnet`: `-m paper_alexnet`, or the fault runner (tests/faulty.py) when
+    `env` names a fault (ALEXNET_FAULT, tests/fault_hook.py)."""
+    if env and env.get("ALEXNET_FAULT"):
+        return [os.path.join(REPO, "tests", "faulty.py")]
+    return ["-m", "paper_alexnet"]
+
+
 def alexnet(args, env=None, timeout=300, **kwargs):
     """Run `python -m paper_alexnet ARGS` to completion; the CompletedProcess (text output)."""
-    return subprocess.run([sys.executable, "-m", "paper_alexnet", *map(str, args)],
+    return subprocess.run([sys.executable, *program(env), *map(str, args)],
                           env=env or child_env(), cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
 
@@ -47,7 +67,7 @@ def torchrun(args, nproc=2, max_restarts=0, env=None, timeout=400):
     """`torchrun --nproc-per-node N --max-restarts R -m paper_alexnet ARGS` on the CPU (gloo)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
-           "--monitor-interval=0.5", "-m", "paper_alexnet", *map(str, args)]
+           "--monitor-interval=0.5", *program(env), *map(str, args)]
     return subprocess.run(cmd, env=env or child_env(), cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
 

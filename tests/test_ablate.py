@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from experiments import ablate, cli, recipes, report, runner
+import fault_hook
 from conftest import prepared_synthetic
 from paper_alexnet import config
 
@@ -115,7 +116,7 @@ TINY = ["train.epochs=1", "train.steps_per_epoch=2", "optim.batch_size=2", "eval
 def test_preempted_experiment_exits_75_and_reports_the_stop(tiny_root, tmp_path, monkeypatch):
     """SIGTERM during the baseline's first step (the test-only fault hook sends it): the step's
     checkpoint is written, the report says so, the command exits 75 (resumable)."""
-    monkeypatch.setenv("ALEXNET_FAULT", "sigterm:1")
+    fault_hook.install(monkeypatch, "sigterm:1")
     runs = tmp_path / "runs"
     code = cli.main(["ablate", "--data", str(tiny_root), "--runs", str(runs), "--quiet",
                      "--variants", "no_lrn", *TINY])
@@ -130,7 +131,7 @@ def test_preempted_experiment_exits_75_and_reports_the_stop(tiny_root, tmp_path,
 
 def test_a_failed_run_is_recorded_and_the_command_exits_1(tiny_root, tmp_path, monkeypatch,
                                                           capsys):
-    monkeypatch.setenv("ALEXNET_FAULT", "crash:1")      # every run crashes at its first step
+    fault_hook.install(monkeypatch, "crash:1")    # every run crashes at its first step
     runs = tmp_path / "runs"
     assert cli.main(["ablate", "--data", str(tiny_root), "--runs", str(runs), "--quiet",
                      "--variants", "no_lrn", *TINY]) == 1

@@ -173,7 +173,7 @@ def test_initial_model_is_the_weights_training_starts_from(data_root, tmp_path):
     from paper_alexnet import distributed, resume
     cfg = config.load(None, [*TINY, "model.num_classes=4", "model.input_size=64",
                              "train.seed=7"])
-    started = resume.start(cfg, data_root, tmp_path / "run", distributed.World())["model"]
+    started = resume.start(cfg, data_root, tmp_path / "run", distributed.World()).model
     rebuilt = figures.initial_model(cfg)
     for (name, a), (_, b) in zip(started.state_dict().items(), rebuilt.state_dict().items()):
         assert torch.equal(a, b), name

@@ -279,15 +279,15 @@ def test_pickled_objects_in_npz_files_are_refused(tmp_path, target):
     """index.npz / stats.npz of a prepared split, or a chunk .npz that a resumed prep would
     merge, holding an object array whose unpickling runs code: refused (np.load with
     allow_pickle=False); the payload never runs."""
-    from data_prep import pipeline, stats
+    from data_prep import stats
     marker = tmp_path / "pwned"
     evil = {"label": np.array([Payload(marker)], dtype=object)}
     if target == "prep chunk":
         raw = official(tmp_path / "raw")
         cmd = [sys.executable, "-m", "data_prep", "imagenet", "--input", str(raw), "--out",
                str(tmp_path / "out"), "--workers", "1", "--chunk-size", "4"]
-        killed = subprocess.run(cmd, env=child_env(**{pipeline.KILL_ENV: "1"}), cwd=REPO,
-                                capture_output=True)
+        killed = subprocess.run([sys.executable, os.path.join(REPO, "tests", "prep_killed.py"),
+                                 "1", *cmd[3:]], env=child_env(), cwd=REPO, capture_output=True)
         assert killed.returncode == -9                   # SIGKILLed after its first chunk
         np.savez(tmp_path / "out" / "train" / ".parts" / "chunk-000000.npz", **evil,
                  length=np.array([1]))

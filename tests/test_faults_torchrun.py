@@ -1,6 +1,7 @@
 """Faults under torchrun (2 CPU processes, gloo; RELIABILITY.md): crashes, restarts, dead ranks,
 an infinite gradient on one rank, a signal to one rank or to torchrun itself. Faults are injected
-with signals or with the test-only hook ALEXNET_FAULT (paper_alexnet/fault_hook.py). All slow."""
+with signals or with the tests' fault hook (tests/fault_hook.py: ALEXNET_FAULT in the child,
+which runs tests/faulty.py). All slow."""
 import re
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from faults import REPO, SMALL_NET, assert_same_run, child_env, torchrun, write_recipe
-from paper_alexnet import checkpoint, fault_hook
+from paper_alexnet import checkpoint
 
 DDP = SMALL_NET + ["train.epochs=2", "train.steps_per_epoch=4", "train.log_every=2",
                    "train.checkpoint_every=2"]
@@ -27,7 +28,7 @@ def ddp_reference(data_root, tmp_path_factory):
 
 
 def ddp_train(recipe, data_root, run, fault=None, max_restarts=0):
-    env = child_env(**({fault_hook.ENV: fault} if fault else {}))
+    env = child_env(**({"ALEXNET_FAULT": fault} if fault else {}))
     start = time.monotonic()
     done = torchrun(["train", "--config", recipe, "--data", data_root, "--run-dir", run],
                     max_restarts=max_restarts, env=env)

@@ -1,6 +1,6 @@
 """Faults during §5 training in one run (RELIABILITY.md): preemption by SIGTERM/SIGINT, numerical
 faults (NaN loss, infinite gradient), "not learning", a full disk. Faults are injected with signals
-or with the test-only hook ALEXNET_FAULT (paper_alexnet/fault_hook.py). Under torchrun:
+or with the tests' fault callbacks (tests/fault_hook.py). Under torchrun:
 tests/test_faults_torchrun.py; checkpoint writes: tests/test_faults_checkpoint.py. Kill-and-resume
 inside one process, corrupt checkpoints and plain NaN losses are in tests/test_train.py; not
 repeated here."""
@@ -17,9 +17,10 @@ import time
 import pytest
 import torch
 
-from faults import (REPO, SMALL_NET, alexnet, assert_same_run, child_env, train_records,
-                    write_recipe)
-from paper_alexnet import checkpoint, config, fault_hook, metrics, preemption, watchdog
+import fault_hook
+from faults import (REPO, SMALL_NET, AtStep, alexnet, assert_same_run, child_env, program,
+                    train_records, write_recipe)
+from paper_alexnet import checkpoint, config, metrics, preemption, watchdog
 from paper_alexnet.train import NonFiniteLoss, train
 
 SHORT = SMALL_NET + ["train.epochs=3", "train.steps_per_epoch=4", "train.log_every=1",
@@ -83,12 +84,11 @@ def test_signal_stops_after_the_step_in_progress(data_root, uninterrupted, tmp_p
     result equals the uninterrupted run."""
     run = tmp_path / "run"
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setenv(fault_hook.ENV, "sigterm:3")
     with pytest.raises(preemption.Preempted, match="SIGTERM after step 3") as info:
-        train(config.load(None, SHORT), data_root, run, quiet=True)
+        train(config.load(None, SHORT), data_root, run, quiet=True,
+              callbacks=[fault_hook.Inject("sigterm:3")])
     assert info.value.global_step == 3
     assert [s for s, _ in checkpoint.list_checkpoints(run)] == [3]
-    monkeypatch.delenv(fault_hook.ENV)
 
     def ctrl_c_at(at):
         def hook(step):
@@ -96,12 +96,12 @@ def test_signal_stops_after_the_step_in_progress(data_root, uninterrupted, tmp_p
                 os.kill(os.getpid(), signal.SIGINT)
         return hook
     with pytest.raises(preemption.Preempted, match="SIGINT after step 4"):
-        train(None, data_root, run, after_step=ctrl_c_at(4), quiet=True)
+        train(None, data_root, run, callbacks=[AtStep(ctrl_c_at(4))], quiet=True)
     state = checkpoint.load_latest(run)[1]
     assert (state["global_step"], state["epoch"], state["step"]) == (4, 1, 0)   # epoch 1 done
     assert train_records(run, "val") == train_records(uninterrupted, "val")[:1]
     with pytest.raises(preemption.Preempted, match="SIGINT after step 7"):
-        train(None, data_root, run, after_step=ctrl_c_at(6), quiet=True)
+        train(None, data_root, run, callbacks=[AtStep(ctrl_c_at(6))], quiet=True)
     # put back as they were (not necessarily Python's defaults: under nohup SIGINT is ignored)
     assert {s: signal.getsignal(s) for s in handlers} == handlers
     assert [s for s, _ in checkpoint.list_checkpoints(run)] == [4, 7]
@@ -115,7 +115,7 @@ def test_second_ctrl_c_stops_at_once(data_root, tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        train(config.load(None, SHORT), data_root, tmp_path / "run", after_step=ctrl_c_twice,
+        train(config.load(None, SHORT), data_root, tmp_path / "run", callbacks=[AtStep(ctrl_c_twice)],
               quiet=True)
     assert checkpoint.list_checkpoints(tmp_path / "run") == []   # nothing half-written either
 
@@ -141,7 +141,7 @@ def test_second_ctrl_c_while_saving_leaves_the_previous_checkpoint_valid(data_ro
             os.kill(os.getpid(), signal.SIGINT)
     monkeypatch.setattr(checkpoint, "sha256_file", second_ctrl_c_in_the_write)
     with pytest.raises(KeyboardInterrupt):
-        train(config.load(None, SHORT), data_root, run, after_step=first_ctrl_c, quiet=True)
+        train(config.load(None, SHORT), data_root, run, callbacks=[AtStep(first_ctrl_c)], quiet=True)
     assert "stopping after this step and saving a checkpoint; Ctrl-C again to abort" in \
         capfd.readouterr().err
     monkeypatch.undo()
@@ -193,10 +193,10 @@ def test_non_finite_loss_or_gradient_stops_before_the_update(data_root, tmp_path
                                                              kind):
     """NaN loss, or a single +inf gradient element with a finite loss, at step 5: the run stops
     naming step 5; every checkpoint (one per step) is of steps 1-4 and finite."""
-    monkeypatch.setenv(fault_hook.ENV, f"{kind}:5")
     cfg = config.load(None, SHORT + ["train.checkpoint_every=1", "train.keep_last=100"])
     with pytest.raises(NonFiniteLoss, match="at step 5 "):
-        train(cfg, data_root, tmp_path / "run", quiet=True)
+        train(cfg, data_root, tmp_path / "run", quiet=True,
+              callbacks=[fault_hook.Inject(f"{kind}:5")])
     saved = checkpoint.list_checkpoints(tmp_path / "run")
     assert [s for s, _ in saved] == [1, 2, 3, 4]
     newest = checkpoint.load(saved[-1][1])["model"]
@@ -269,7 +269,7 @@ def signal_group_when(cmd_args, tmp_path, pattern, signals, stream="stdout", env
     stderr); every process of the group has ended by then."""
     out_file = tmp_path / "stdout.txt"
     with open(out_file, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "paper_alexnet", *map(str, cmd_args)],
+        proc = subprocess.Popen([sys.executable, *program(env), *map(str, cmd_args)],
                                 env=env or child_env(), cwd=REPO, stdout=out,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         err = []
@@ -335,7 +335,7 @@ def test_second_ctrl_c_to_the_group_during_a_long_step_aborts(data_root, tmp_pat
     args = ["train", "--config", recipe, "--data", data_root, "--run-dir", run]
     code, _, err = signal_group_when(args, tmp_path, "ALEXNET_FAULT: busy",
                                      [(signal.SIGINT, 0.0), (signal.SIGINT, gap)], "stderr",
-                                     env=child_env(**{fault_hook.ENV: "busy:6"}))
+                                     env=child_env(ALEXNET_FAULT="busy:6"))
     assert code == preemption.EXIT_ABORTED, f"(second SIGINT {gap:.3f} s after the first)\n{err}"
     assert err.count("aborted by a second Ctrl-C") == 1 and "Traceback" not in err, err
     assert [s for s, _ in checkpoint.list_checkpoints(run)] == [4]

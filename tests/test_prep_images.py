@@ -136,11 +136,11 @@ def test_workers_chunking_and_a_kill_give_identical_bytes(tmp_path):
     assert digest_tree(tmp_path / "w1") == digest_tree(tmp_path / "w2")
     cmd = [sys.executable, "-m", "data_prep", "images", "--input", str(tmp_path / "in"),
            "--out", str(tmp_path / "k"), "--chunk-size", "2", "--workers", "1"]
-    env = dict(os.environ, DATA_PREP_TEST_KILL_AFTER_CHUNKS="3", PYTHONPATH=REPO)
-    assert subprocess.run(cmd, env=env, capture_output=True, cwd=REPO).returncode == \
+    env = dict(os.environ, PYTHONPATH=REPO)
+    killed = [sys.executable, os.path.join(REPO, "tests", "prep_killed.py"), "3", *cmd[3:]]
+    assert subprocess.run(killed, env=env, capture_output=True, cwd=REPO).returncode == \
         -signal.SIGKILL
     assert os.path.isdir(tmp_path / "k" / "train" / ".parts")
-    env.pop("DATA_PREP_TEST_KILL_AFTER_CHUNKS")
     assert subprocess.run(cmd, env=env, capture_output=True, cwd=REPO).returncode == 0
     assert digest_tree(tmp_path / "w1") == digest_tree(tmp_path / "k")
 

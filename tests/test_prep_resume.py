@@ -32,12 +32,12 @@ def test_sigkill_then_rerun_gives_identical_bytes(tmp_path):
     assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "whole"]) == 0
     cmd = [sys.executable, "-m", "data_prep", "imagenet", "--input", str(tmp_path / "raw"),
            "--out", str(tmp_path / "killed"), "--chunk-size", "2", "--workers", "1"]
-    env = dict(os.environ, DATA_PREP_TEST_KILL_AFTER_CHUNKS="3", PYTHONPATH=REPO)
-    run = subprocess.run(cmd, env=env, capture_output=True, cwd=REPO)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    killed = [sys.executable, os.path.join(REPO, "tests", "prep_killed.py"), "3", *cmd[3:]]
+    run = subprocess.run(killed, env=env, capture_output=True, cwd=REPO)
     assert run.returncode == -signal.SIGKILL
     parts = tmp_path / "killed" / "train" / ".parts"
     assert len([f for f in os.listdir(parts) if f.endswith(".npz")]) == 3
-    env.pop("DATA_PREP_TEST_KILL_AFTER_CHUNKS")
     assert subprocess.run(cmd, env=env, capture_output=True, cwd=REPO).returncode == 0
     assert digest_tree(tmp_path / "whole") == digest_tree(tmp_path / "killed")
 

@@ -14,7 +14,7 @@ import torch
 from paper_alexnet import checkpoint, config, data, evaluate, metrics, optim
 from paper_alexnet import train as train_module
 from paper_alexnet.train import train
-from faults import assert_same_run, same_weights
+from faults import AtStep, assert_same_run, same_weights
 from test_train import SMALL_NET
 
 LR = 3e-4
@@ -59,7 +59,8 @@ def run(cfg, root, run_dir, errors, after_step=None):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(evaluate, "count_errors", errors)
         patch.setattr(train_module, "count_errors", errors)   # where the loop looks it up
-        return train(cfg, root, run_dir, after_step=after_step, quiet=True)
+        return train(cfg, root, run_dir, quiet=True,
+                     callbacks=[AtStep(after_step)] if after_step else [])
 
 
 def lr_by_epoch(run_dir):

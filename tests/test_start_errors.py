@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from faults import SMALL_NET, snapshot, write_recipe
+from faults import SMALL_NET, AtStep, snapshot, write_recipe
 from paper_alexnet import checkpoint, config, metrics, resume
 from paper_alexnet.train import main, train
 
@@ -146,7 +146,7 @@ def test_allow_change_resumes_with_a_new_rate_and_records_it(data_root, tmp_path
         if step == 3:
             raise Kill
     with pytest.raises(Kill):
-        train(cfg, data_root, run, after_step=kill_at_3, quiet=True)
+        train(cfg, data_root, run, callbacks=[AtStep(kill_at_3)], quiet=True)
     resume_args = ["--data", data_root, "--run-dir", str(run), "optim.lr=0.0005"]
     assert main(resume_args) == 2
     assert "add --allow-change optim.lr (recorded in metrics.jsonl)" in one_line(capsys)

@@ -10,6 +10,7 @@ import re
 import pytest
 import torch
 
+from faults import AtStep
 from paper_alexnet import checkpoint, config, metrics
 from paper_alexnet.resume import resolve_run_config
 from paper_alexnet.train import NonFiniteLoss, main, train
@@ -44,7 +45,7 @@ def test_kill_and_resume_is_bit_identical(data_root, tmp_path):
             raise Kill
 
     with pytest.raises(Kill):
-        train(cfg, data_root, tmp_path / "killed", after_step=kill_at_5, quiet=True)
+        train(cfg, data_root, tmp_path / "killed", callbacks=[AtStep(kill_at_5)], quiet=True)
     assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "killed")] == [3, 4]
     resumed = train(cfg, data_root, tmp_path / "killed", quiet=True)
     assert resumed["resumed_from"].endswith("ckpt-000000004.pt")

@@ -1,7 +1,9 @@
-"""§5 loop, TEST-ONLY: fault injection (tests/test_faults_training.py, RELIABILITY.md).
+"""Fault injection into the §5 loop, for the tests (tests/test_faults_*.py, RELIABILITY.md).
 
-Inert unless the environment variable ALEXNET_FAULT is set; then the run prints a warning at start
-and injects exactly the fault it names, at one step. Never set it on a real run.
+A fault is a training-loop callback (`Inject`, its `on_backward` hook): in the test process pass
+it to `train(..., callbacks=[Inject("nan_loss:5")])`, or `install(monkeypatch, spec)` to add it to
+every `train()` of a command run in-process; in a child process run `python tests/faulty.py ARGS`
+(= `python -m paper_alexnet ARGS`) with the spec in the environment variable ALEXNET_FAULT.
 
     ALEXNET_FAULT="KIND:STEP[,rank:R][,attempts:A]"
 
@@ -26,9 +28,12 @@ import math
 import os
 import signal
 import sys
+import functools
 from dataclasses import dataclass
 
 import torch
+
+from paper_alexnet.callbacks import Callback
 
 ENV = "ALEXNET_FAULT"
 KINDS = ("nan_loss", "inf_grad", "crash", "kill", "sigterm", "busy")
@@ -57,12 +62,12 @@ def parse(text: str) -> Fault:
         fault, extra = None, {}
     if fault is None or extra or fault.kind not in KINDS or fault.step < 1:
         raise ValueError(f"{ENV}={text!r} is not KIND:STEP[,rank:R][,attempts:A] with KIND one "
-                         f"of {', '.join(KINDS)} and STEP >= 1 (see paper_alexnet/fault_hook.py)")
+                         f"of {', '.join(KINDS)} and STEP >= 1 (see tests/fault_hook.py)")
     return fault
 
 
 def from_env(rank: int) -> Fault | None:
-    """The fault this process must inject, or None (the normal case: ALEXNET_FAULT unset)."""
+    """The fault this process must inject (ALEXNET_FAULT), or None."""
     text = os.environ.get(ENV)
     if not text:
         return None
@@ -97,3 +102,27 @@ def inject(fault: Fault | None, steps_done: int, loss: torch.Tensor, model: torc
         square = torch.ones(4096, 4096)
         os.write(2, b"ALEXNET_FAULT: busy\n")
         square @ square
+
+
+class Inject(Callback):
+    """The callback that injects `spec` (a Fault or its text) right after the backward pass."""
+
+    def __init__(self, spec):
+        self.fault = parse(spec) if isinstance(spec, str) else spec
+
+    def on_backward(self, progress, loss, model):
+        inject(self.fault, progress.global_step, loss, model)
+
+
+def install(monkeypatch, spec: str):
+    """Every `paper_alexnet.train.train` call of this test injects `spec` (commands run
+    in-process: `alexnet experiment`, `train.main`)."""
+    from paper_alexnet import train
+    monkeypatch.setattr(train, "train", with_fault(train.train, Inject(spec)))
+
+
+def with_fault(train_fn, callback):
+    @functools.wraps(train_fn)
+    def train(*args, callbacks=(), **kwargs):
+        return train_fn(*args, callbacks=[*callbacks, callback], **kwargs)
+    return train
