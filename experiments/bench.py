@@ -3,7 +3,7 @@
     alexnet bench [--device cpu|cuda] [--batch 128] [--quick] [--compile] [--json OUT]
 
 On whatever device is present it measures, in this order and in the same process:
-1. LRN (§3.3) forward+backward, our fast path vs torch's composite (`lrn.benchmark`), at conv1's
+1. LRN (§3.3) forward+backward, our fast path vs torch's composite (`bench_lrn.benchmark`), at conv1's
    (N, 48, 55, 55) and conv2's (N, 128, 27, 27) activations of one tower;
 2. the training step (forward, backward, the §5 optimiser step) of the faithful two-tower network
    vs torchvision's AlexNet (its own architecture, 1000 classes) vs the faithful network without
@@ -13,7 +13,7 @@ On whatever device is present it measures, in this order and in the same process
    channels_last), and
    the faithful network's plain step (fp32, contiguous, eager) for reference;
 3. ten-crop evaluation (§6) of the faithful network, model only;
-4. the input pipeline alone (`data.loader_benchmark`) on a small prepared set that it writes with
+4. the input pipeline alone (`bench_loader.loader_benchmark`) on a small prepared set that it writes with
    data_prep into a temporary folder (synthetic images, §2 prep: 256×256 JPEG q90);
 5. end-to-end training (prepared shards → decode → augment → step) and its ratio to the
    model-only rate of the same step.
@@ -152,7 +152,7 @@ def report(result: dict) -> str:
     if pipe and "error" in pipe:
         lines += ["", f"input pipeline alone: FAILED: {pipe['error']}"]
     elif pipe:
-        lines += ["", "input pipeline alone (data.loader_benchmark), images/s"]
+        lines += ["", "input pipeline alone (bench_loader.loader_benchmark), images/s"]
         lines += [f"  backend {r['backend']:<4} workers {r['workers']:<3} {r['images_per_s']:9.1f}"
                   for r in pipe["runs"]]
         lines.append(f"  plain PIL loop {pipe['plain_pil_loop']:.1f}; decode alone: PIL "

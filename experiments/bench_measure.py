@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments import bench_lrn
 from paper_alexnet import config, lrn, optim
 from paper_alexnet.model import AlexNet, conv1_padding
 from paper_alexnet.precision import autocast
@@ -182,8 +183,9 @@ def measure_lrn(device, batch: int, dtype, iters: int, formats=(True, False)) ->
     out = []
     for layer, chw in LRN_SHAPES.items():
         for cl in formats:
-            r = lrn.benchmark(shape=(batch, *chw), dtype=dtype, device=device, iters=iters,
-                              warmup=2, channels_last=cl, impls=("fast", "reference"))
+            r = bench_lrn.benchmark(shape=(batch, *chw), dtype=dtype, device=device,
+                                    iters=iters, warmup=2, channels_last=cl,
+                                    impls=("fast", "reference"))
             out.append(dict(layer=layer, **r))
     return out
 
@@ -265,12 +267,12 @@ def _run_config(batch: int, setting: Setting, workers: int, backend: str, steps:
 
 
 def measure_pipeline(root, device, batch: int, batches: int, workers, backends) -> dict:
-    """`data.loader_benchmark`: training-loader images/s per backend and worker count, and the
+    """`bench_loader.loader_benchmark`: training-loader images/s per backend and worker count, and the
     plain PIL loop and CPU decoders alone, on the prepared set; `best` = the fastest run."""
-    from paper_alexnet import data
+    from experiments.bench_loader import loader_benchmark
     cfg = _run_config(batch, fast_setting(device), 0, "cpu", batches + 1)
-    result = data.loader_benchmark(root, cfg, workers=tuple(workers), batches=batches,
-                                   device=str(device), backends=tuple(backends))
+    result = loader_benchmark(root, cfg, workers=tuple(workers), batches=batches,
+                              device=str(device), backends=tuple(backends))
     return dict(result, best=max(result["runs"], key=lambda r: r["images_per_s"]))
 
 

@@ -5,7 +5,7 @@
 #   bench_cuda.txt    `alexnet bench --device cuda --compile` tables (batch 128, bf16, channels_last)
 #   bench_cuda.json   the same figures, with hardware, versions and date
 #   pytest_gpu.txt    `pytest -m gpu` (the GPU-only tests of every part)
-#   lrn_kernels.txt   lrn_compare.compare_kernels: the three channels_last LRN kernel designs timed
+#   lrn_kernels.txt   bench_lrn.compare_kernels: the three channels_last LRN kernel designs timed
 #                     against each other and the reference (decides lrn_triton.CHANNELS_LAST_KERNEL)
 #   status.txt        the exit code of each step
 # usage: experiments/gpu_check.sh OUT_DIR      (from the repository root; PYTHON=... to choose)
@@ -36,7 +36,7 @@ timeout 150 "$py" -m pytest -q -m gpu -p no:cacheprovider > "$out/pytest_gpu.txt
 echo "pytest -m gpu: exit $?" >> "$out/status.txt"
 
 # 3. the LRN kernel designs side by side at the towers' conv1/conv2 sizes (~30 s; docs/lrn.md)
-timeout 90 "$py" -c "import torch; from paper_alexnet import lrn_compare as L
+timeout 90 "$py" -c "import torch; from experiments import bench_lrn as L
 for s in [(128, 48, 55, 55), (128, 128, 27, 27), (128, 96, 55, 55), (128, 256, 27, 27)]:
     for dt in (torch.bfloat16, torch.float32): print(L.compare_kernels(s, dt), flush=True)" \
   > "$out/lrn_kernels.txt" 2>&1

@@ -468,7 +468,7 @@ def _speedup_sentence(agg: dict, manifest: dict, fig: dict) -> str:
     speedup = agg["speedup"]
     if speedup["paired"]:
         n = len(speedup["paired"])
-        text = (f"**Speed-up of ReLU over tanh (epochs to 25%, tanh / ReLU"
+        text = ("**Speed-up of ReLU over tanh (epochs to 25%, tanh / ReLU"
                 + (f", over the {n} seeds where both reached it; range of the per-seed ratios"
                    " in brackets" if n > 1 else "")
                 + f"): {speedup_text(speedup, 'first')} by the first epoch at or below 25%, "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -161,7 +160,7 @@ class _Batches(Dataset):
             out["lengths"] = torch.tensor([len(b) for b in blobs])
             return out
         if self.data.encoding == "jpeg":
-            images = [_decode([self.data.read(i)], "cpu", job["channels"])[0] for i in idx]
+            images = [decode_jpegs([self.data.read(i)], "cpu", job["channels"])[0] for i in idx]
         else:
             images = [_chw(self.data.image(i)) for i in idx]
         if job["cut"]:   # straight from each decoded image into the batch: no stacked copy
@@ -171,7 +170,7 @@ class _Batches(Dataset):
         return out
 
 
-def _decode(blobs, device, channels: int) -> list[torch.Tensor]:
+def decode_jpegs(blobs, device, channels: int) -> list[torch.Tensor]:
     """JPEG bytes (bytes or uint8 tensors) -> (C, H, W) uint8 tensors on `device`, in one
     decode_jpeg call (nvjpeg's batched decode on CUDA)."""
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -188,7 +187,7 @@ def _on_device(batch, job, stats, cfg, device):
     non_blocking = device.type == "cuda"
     if "bytes" in batch:
         blobs = list(torch.split(batch["bytes"], batch["lengths"].tolist()))
-        images = torch.stack(_decode(blobs, device, job["channels"]))
+        images = torch.stack(decode_jpegs(blobs, device, job["channels"]))
     else:
         images = batch["images"].to(device, non_blocking=non_blocking)
     oy, ox, flip, source = (batch[k] for k in ("oy", "ox", "flip", "source"))  # pinned on CUDA
@@ -314,53 +313,3 @@ def eval_batches(root, split: str, cfg, view: str = "center", rank: int = 0, wor
     h, w, _ = data.image_shape
     job = dict(kind="eval", size=size, views=augment.eval_offsets(h, w, size, view))
     return _stream(root, cfg, data, batches, job, device)
-
-
-def loader_benchmark(root, cfg, workers=(0, 1, 2), batches: int = 20, device="cpu",
-                     backends=("cpu",)) -> dict:
-    """Training-loader throughput (images/s) for each worker count and backend, against a plain
-    single-process PIL decode + crop + flip loop over the same images, and the two CPU JPEG
-    decoders (PIL, torchvision) alone. The first batch of each run (worker start-up) is not
-    timed. The root needs (batches + 1) * optim.batch_size training images."""
-    import dataclasses
-    import io
-    from PIL import Image
-    results = {"runs": []}
-    for backend in backends:
-        for w in workers:
-            c = dataclasses.replace(
-                cfg, data=dataclasses.replace(cfg.data, workers=w, backend=backend),
-                train=dataclasses.replace(cfg.train, steps_per_epoch=batches + 1))
-            it = train_batches(root, c, epoch=0, device=device)
-            next(it)
-            start, count = time.perf_counter(), 0
-            for x, _ in it:
-                count += len(x)
-            if torch.device(device).type == "cuda":
-                torch.cuda.synchronize()
-            rate = count / (time.perf_counter() - start)
-            results["runs"].append(dict(backend=backend, workers=w, images_per_s=rate,
-                                        per_worker=rate / max(w, 1)))
-    data, indices = split_indices(root, "train", cfg)
-    sample = epoch_order(cfg.train.seed, 0, indices)[:batches * cfg.optim.batch_size]
-    size, rng = cfg.model.input_size, np.random.default_rng(0)
-    start = time.perf_counter()
-    for i in sample:
-        with Image.open(io.BytesIO(data.read(i))) as im:
-            a = np.asarray(im.convert("RGB"))
-        y, x = rng.integers(0, a.shape[0] - size + 1, 2)
-        crop = a[y:y + size, x:x + size]
-        np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
-    results["plain_pil_loop"] = len(sample) / (time.perf_counter() - start)
-    if data.encoding == "jpeg":
-        blobs = [data.read(i) for i in sample[:500]]
-        start = time.perf_counter()
-        for b in blobs:
-            with Image.open(io.BytesIO(b)) as im:
-                np.asarray(im.convert("RGB"))
-        results["decode_pil"] = len(blobs) / (time.perf_counter() - start)
-        start = time.perf_counter()
-        for b in blobs:
-            _decode([b], "cpu", 3)
-        results["decode_torchvision_cpu"] = len(blobs) / (time.perf_counter() - start)
-    return results

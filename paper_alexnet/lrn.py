@@ -20,8 +20,6 @@ inductor fuses.
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -223,50 +221,3 @@ class LocalResponseNorm(nn.Module):
         cv = self.convention
         return (f"convention={cv.name!r}, size={cv.size}, coefficient={cv.coefficient:g}, "
                 f"beta={cv.beta}, k={cv.k}, impl={self.impl!r}")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time_fwd_bwd(fn, x: torch.Tensor, g: torch.Tensor, reps: int) -> float:
-    """Seconds per forward+backward of fn at x, averaged over reps back-to-back calls."""
-    xs = [x.detach().requires_grad_() for _ in range(reps)]
-    _sync(x.device)
-    t0 = time.perf_counter()
-    for xi in xs:
-        fn(xi).backward(g)
-    _sync(x.device)
-    return (time.perf_counter() - t0) / reps
-
-
-def benchmark(shape=(32, 48, 55, 55), dtype=torch.float32, device="cpu", convention=DEFAULT,
-              iters: int = 20, warmup: int = 3, channels_last: bool = False,
-              impls=("fast", "reference"), seed: int = 0) -> dict:
-    """Forward+backward time of several LRN impls in the same run, on the same input.
-
-    Inputs look like post-ReLU conv1 activations (non-negative, tens of units). The impls are timed
-    in turn, `iters` rounds, so that a shared, noisy machine disturbs them alike; each round averages
-    10 calls on CUDA (1 on CPU); the median round is reported. `speedup` = reference / fast.
-    """
-    device = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = (torch.randn(shape, generator=gen) * 20).relu().to(device, dtype).contiguous(memory_format=fmt)
-    g = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
-    reps = 10 if device.type == "cuda" else 1
-    fns = {impl: (lambda t, impl=impl: local_response_norm(t, convention, impl)) for impl in impls}
-    for fn in fns.values():
-        _time_fwd_bwd(fn, x, g, warmup)
-    rounds = {impl: [] for impl in impls}
-    for _ in range(iters):
-        for impl, fn in fns.items():
-            rounds[impl].append(_time_fwd_bwd(fn, x, g, reps))
-    times = {impl: sorted(r)[iters // 2] for impl, r in rounds.items()}
-    result = {"shape": tuple(shape), "dtype": str(dtype).replace("torch.", ""), "device": str(device),
-              "convention": convention, "channels_last": channels_last, "iters": iters,
-              "times_s": times, "torch": torch.__version__, "threads": torch.get_num_threads()}
-    if "fast" in times and "reference" in times:
-        result["speedup"] = times["reference"] / times["fast"]
-    return result

@@ -19,7 +19,7 @@ Two designs (docs/lrn.md, "The rows kernels"):
 CHANNELS_LAST_KERNEL picks the design for channels_last input; NCHW always runs "elementwise".
 The default stays "elementwise" because the rows kernels have only been run in Triton's
 interpreter (tests/test_lrn_triton.py), never compiled for or timed on a GPU:
-`lrn_compare.compare_kernels` is the measurement that decides.
+`experiments/bench_lrn.py`'s `compare_kernels` is the measurement that decides.
 Imported lazily, only when a CUDA tensor reaches the fast path. With TRITON_INTERPRET=1 set before
 triton is first imported, the kernels run on CPU tensors in Triton's interpreter instead
 (tests/test_lrn_triton.py, docs/lrn.md).

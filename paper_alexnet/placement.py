@@ -29,7 +29,7 @@ def _check(name: str) -> torch.device:
     """Parse one device name and check that this machine has it."""
     try:
         device = torch.device(name)
-    except (RuntimeError, TypeError) as err:
+    except (RuntimeError, TypeError):
         raise PlacementError(f"model.devices: {name!r} is not a device name; use 'auto', 'cpu', "
                              f"'cuda:0', 'cuda:1', … (a GPU is 'cuda', not 'gpu')") from None
     if device.type == "cpu":

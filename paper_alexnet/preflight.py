@@ -15,7 +15,6 @@ and leaves every file as it was (docs/training.md, "Exit codes"):
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 from data_prep.files import raw_example

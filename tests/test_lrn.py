@@ -1,11 +1,9 @@
 """§3.3 LRN: test vectors of docs/paper.md §3, the formula written out by hand, fast == reference
 (forward and backward, fp32/bf16, contiguous/channels_last), gradcheck in float64."""
-import math
 
 import pytest
 import torch
 
-from paper_alexnet import lrn
 from paper_alexnet.lrn import CONVENTIONS, LocalResponseNorm, local_response_norm, lrn_reference
 
 IMPLS = ("fast", "fast-ops", "reference")
@@ -178,7 +176,8 @@ def test_deterministic():
 
 
 def test_benchmark_reports_both_paths():
-    r = lrn.benchmark((2, 8, 5, 5), iters=2, warmup=1)
+    from experiments.bench_lrn import benchmark
+    r = benchmark((2, 8, 5, 5), iters=2, warmup=1)
     assert set(r["times_s"]) == {"fast", "reference"} and min(r["times_s"].values()) > 0
     assert r["speedup"] == pytest.approx(r["times_s"]["reference"] / r["times_s"]["fast"])
     assert r["shape"] == (2, 8, 5, 5) and r["dtype"] == "float32"
