@@ -64,14 +64,14 @@ def _rates(text: str) -> dict[str, float]:
     return rates
 
 
-def _labelled(items: list[str]) -> list[tuple[str, Path]]:
-    """LABEL=EXP_DIR items of relu-factors (ValueError if one has no '=')."""
+def _labelled(items: list[str]) -> list[tuple[str, list[Path]]]:
+    """LABEL=EXP_DIR[+EXP_DIR] items of relu-factors (ValueError if one has no '=')."""
     out = []
     for item in items:
-        label, sep, folder = item.rpartition("=")
-        if not sep or not label.strip() or not folder:
+        label, sep, folders = item.rpartition("=")
+        if not sep or not label.strip() or not all(folders.split("+")):
             raise ValueError(item)
-        out.append((label.strip(), Path(folder)))
+        out.append((label.strip(), [Path(f) for f in folders.split("+")]))
     return out
 
 
@@ -152,7 +152,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for report.md")
     p.add_argument("experiments", nargs="+", metavar="LABEL=EXP_DIR",
                    help="a row label and a relu-vs-tanh experiment folder (RUNS/relu_vs_tanh); "
-                   "the first is the baseline")
+                   "the first is the baseline; EXP_DIR+EXP_DIR joins experiments of different "
+                   "activations into one row")
     p = _add(sub, "course-notes")
     _common(p)
     p.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
@@ -251,10 +252,16 @@ def check(args) -> str | None:
             labelled = _labelled(args.experiments)
         except ValueError as err:
             return f"{err}: expected LABEL=EXP_DIR, e.g. 'init bias 0.1=WORK/bias0.1/relu_vs_tanh'"
-        for _, folder in labelled:
+        for folder in (f for _, folders in labelled for f in folders):
             if not (folder / "experiment.json").is_file():
                 return (f"{folder} holds no experiment.json: pass folders that `alexnet "
                         "experiment relu-vs-tanh` wrote (RUNS/relu_vs_tanh)")
+        from experiments import relu_factors
+        for _, folders in labelled:
+            try:
+                relu_factors.read_row(folders)
+            except ValueError as err:
+                return str(err)
     if args.command == "generate" and min(args.train, args.test) < 1:
         return f"--train {args.train} --test {args.test}: each must be at least 1"
     attr, flag = {"generate": ("out", "OUT"), "figures": ("out", "--out"),

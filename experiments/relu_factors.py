@@ -1,8 +1,8 @@
 """Figure 1's factors: one table of what each factor does to epochs to 25% and to the speed-up.
 
-`alexnet experiment relu-factors --out DIR LABEL=EXP …` reads relu-vs-tanh experiments (each
-EXP a folder `alexnet experiment relu-vs-tanh` wrote, with its experiment.json; the first is the
-baseline) and writes DIR/report.md: per factor, epochs to 25% running training error for ReLU and
+`alexnet experiment relu-factors --out DIR LABEL=EXP[+EXP] …` reads relu-vs-tanh experiments
+(each EXP a folder `alexnet experiment relu-vs-tanh` wrote, with its experiment.json; the first is
+the baseline; a row may join experiments of different activations with '+') and writes DIR/report.md: per factor, epochs to 25% running training error for ReLU and
 tanh (mean and range over the seeds, read both ways: the first epoch at or below 25% and
 interpolated) and the speed-up (tanh / ReLU). A factor that concerns one activation only (a
 ReLU-side factor such as positive initial biases) is run for that activation only; its row takes
@@ -28,9 +28,11 @@ FAITHFULNESS = (
     "cuda-convnet's tanh neuron takes a and b from each config. The default stays plain tanh.",
     "- The rate choice (`--search race`, `--lr`): the paper's own criterion (each rate chosen to "
     "make training as fast as possible); racing to 25% measures that criterion directly.",
-    "- layers-80sec's rate drop (÷10 after 8 epochs, `schedule.kind=milestones "
-    "schedule.milestones=[8]`): a rate schedule, not a regulariser, but not what \"learning "
-    "rates chosen\" suggests; the default keeps the rate constant.",
+    "- A rate drop (÷10 after epoch E, `schedule.kind=milestones schedule.milestones=[E]`; "
+    "layers-80sec drops after 8): a rate schedule, not a regulariser, but not what \"learning "
+    "rates chosen\" suggests; the default keeps the rate constant. A drop just before the target "
+    "lowers the running error of either activation, so a drop on one side only favours that "
+    "side: the fair row drops both at the same point of each curve.",
     "- layers-80sec's weight decay: excluded by \"no regularisation of any kind\"; not run.",
 )
 
@@ -71,13 +73,33 @@ def read_experiment(exp_dir: Path) -> tuple[dict, dict]:
     return manifest, relu_vs_tanh.seed_curves(Path(exp_dir), manifest)
 
 
-def _changes(manifest: dict, baseline: dict) -> str:
-    """What a factor row's experiment did differently from the baseline's, in its own terms."""
-    extra = [o for o in manifest["overrides"] if o not in baseline["overrides"]]
-    rates = ", ".join(f"{a} {lr:g}" for a, lr in manifest.get("chosen", {}).items())
-    how = ("raced" if manifest.get("search") == "race" and not manifest.get("fixed_lrs")
-           else "given" if manifest.get("fixed_lrs") else "searched")
-    return "; ".join([*extra, f"rates {how}: {rates}"])
+def read_row(exp_dirs: list[Path]) -> tuple[list[dict], dict]:
+    """(manifests, {activation: {seed: curve}}) of one table row: one experiment, or several
+    joined, each of which ran activations the others did not (ValueError otherwise), e.g. each
+    activation with its own rate drop."""
+    manifests, curves = [], {}
+    for exp_dir in exp_dirs:
+        manifest, runs = read_experiment(exp_dir)
+        for act in (a for a in ACTIVATIONS if runs.get(a)):
+            if act in curves:
+                raise ValueError(f"{exp_dir}: {act} also ran in another experiment of the same "
+                                 "row; join only experiments of different activations")
+            curves[act] = runs[act]
+        manifests.append(manifest)
+    return manifests, curves
+
+
+def _changes(manifests: list[dict], baseline: dict) -> str:
+    """What a factor row's experiments did differently from the baseline's, in their own terms
+    (joined experiments separated by ' + ')."""
+    parts = []
+    for manifest in manifests:
+        extra = [o for o in manifest["overrides"] if o not in baseline["overrides"]]
+        rates = ", ".join(f"{a} {lr:g}" for a, lr in manifest.get("chosen", {}).items())
+        how = ("raced" if manifest.get("search") == "race" and not manifest.get("fixed_lrs")
+               else "given" if manifest.get("fixed_lrs") else "searched")
+        parts.append("; ".join([*extra, f"rates {how}: {rates}"]))
+    return " + ".join(parts)
 
 
 def _cell(stats: dict, act: str, reading: str, borrowed: list[str]) -> str:
@@ -85,18 +107,19 @@ def _cell(stats: dict, act: str, reading: str, borrowed: list[str]) -> str:
     return text + (" (baseline)" if act in borrowed else "")
 
 
-def write_report(labelled: list[tuple[str, Path]], out_dir: Path) -> Path:
-    """DIR/report.md of the factor table (see the module docstring)."""
-    read = [(label, *read_experiment(d)) for label, d in labelled]
+def write_report(labelled: list[tuple[str, list[Path]]], out_dir: Path) -> Path:
+    """DIR/report.md of the factor table (see the module docstring); each row a label and its
+    experiment folders (`read_row`)."""
+    read = [(label, *read_row(dirs)) for label, dirs in labelled]
     rows = factor_rows([(label, curves) for label, _, curves in read])
-    base_manifest = read[0][1]
+    base_manifest = read[0][1][0]
     fig = paper_numbers.FIGURE1
-    caps = sorted({m["epochs"] for _, m, _ in read})
-    seeds = sorted({len(m.get("seeds", [0])) for _, m, _ in read})
+    caps = sorted({m["epochs"] for _, ms, _ in read for m in ms})
+    seeds = sorted({len(m.get("seeds", [0])) for _, ms, _ in read for m in ms})
     lines = ["# Figure 1: what each factor does to the ReLU / tanh gap", "",
              "Generated by `alexnet experiment relu-factors` from the relu-vs-tanh experiments "
              "named below; not edited by hand.", "",
-             f"- Baseline: `{read[0][0]}`: {_changes(base_manifest, base_manifest)}; overrides "
+             f"- Baseline: `{read[0][0]}`: {_changes([base_manifest], base_manifest)}; overrides "
              f"{', '.join(base_manifest['overrides']) or 'none'}.",
              f"- Data: `{report.shown_path(base_manifest['data'])}`. "
              f"{base_manifest.get('note', '')}",
@@ -107,9 +130,9 @@ def write_report(labelled: list[tuple[str, Path]], out_dir: Path) -> Path:
              "below 25% and interpolated between epochs; speed-up = tanh / ReLU over the seeds "
              "where both reached it (range of the per-seed ratios).", ""]
     table_rows = []
-    for row, (label, manifest, _) in zip(rows, read):
+    for row, (label, manifests, _) in zip(rows, read):
         s, b = row["stats"], row["borrowed"]
-        table_rows.append([label, _changes(manifest, base_manifest),
+        table_rows.append([label, _changes(manifests, base_manifest),
                            _cell(s, "relu", "first", b), _cell(s, "relu", "interpolated", b),
                            _cell(s, "tanh", "first", b), _cell(s, "tanh", "interpolated", b),
                            relu_vs_tanh.speedup_text(s["speedup"], "first"),

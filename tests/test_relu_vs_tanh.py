@@ -136,7 +136,7 @@ def _cells(text: str, start: str) -> list[str]:
     raise AssertionError(f"no table row starting with {start!r}")
 
 
-def test_seeds_given_rates_race_and_factor_table_end_to_end(cifar_root, tmp_path):
+def test_seeds_given_rates_race_and_factor_table_end_to_end(cifar_root, tmp_path, capsys):
     base = tmp_path / "base"
     assert cli.main(["relu-vs-tanh", "--data", str(cifar_root), "--runs", str(base), "--quiet",
                      "--lr", "relu=0.01", "--search", "race", "--lrs", "0.01,0.03,0.003",
@@ -183,6 +183,21 @@ def test_seeds_given_rates_race_and_factor_table_end_to_end(cifar_root, tmp_path
     assert "model.init_bias=0.1" in row[1] and "rates given: relu 0.01" in row[1]
     assert row[2] == "not reached" and row[4] == "not reached (baseline)"
     assert "weight decay" in table and str(tmp_path) not in table
+
+    # a row joining a ReLU-only and a tanh-only experiment borrows nothing; two ReLUs: exit 2
+    scaled = tmp_path / "scaled"
+    assert cli.main(["relu-vs-tanh", "--data", str(cifar_root), "--runs", str(scaled), "--quiet",
+                     "--lr", "tanh=0.01", "--activations", "tanh", "--epochs", "2", "--seeds",
+                     "0,1", *TINY, "model.tanh_scale=[1.7159, 0.6667]"]) == 0
+    assert cli.main(["relu-factors", "--out", str(out), f"baseline={exp}",
+                     f"joined={bias / 'relu_vs_tanh'}+{scaled / 'relu_vs_tanh'}"]) == 0
+    row = _cells((out / "report.md").read_text(), "joined")
+    assert row[1] == ("model.init_bias=0.1; rates given: relu 0.01 + "
+                      "model.tanh_scale=[1.7159, 0.6667]; rates given: tanh 0.01")
+    assert "(baseline)" not in " ".join(row)
+    assert cli.main(["relu-factors", "--out", str(out), f"baseline={exp}",
+                     f"twice={bias / 'relu_vs_tanh'}+{exp}"]) == 2
+    assert "relu also ran in another experiment of the same row" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -234,9 +249,12 @@ def test_make_examples_relu_factors_end_to_end_and_resumable(tmp_path):
     table = (tmp_path / "reports" / "relu_factors_cifar10_cpu" / "report.md").read_text()
     seeds = (tmp_path / "reports" / "relu_vs_tanh_seeds_cifar10_cpu" / "report.md").read_text()
     for label in ("layers-80sec", "ReLU initial bias 0.1", "ReLU initial bias 1",
-                  "ReLU rate ÷10", "ReLU rate raced", "tanh as 1.7159"):
+                  "ReLU rate ÷10", "ReLU rate raced", "tanh as 1.7159", "tanh rate ÷10",
+                  "each its own rate drop"):
         assert f"| {label}" in table
     assert "| tanh | 0.01 | 2 | 2 |" in seeds                    # seed 2 of tanh ran 2 epochs
+    for row in ("bias0.1", "bias1", "drop8", "race", "lecun_tanh", "drop30_tanh"):
+        assert (tmp_path / "reports" / "relu_factors_cifar10_cpu" / row / "report.md").is_file()
     runs = tmp_path / "work" / "relu_runs"
     cfg = recipes.load_recipe(runs / "drop8/relu_vs_tanh/full/relu/lr0.0017_seed1/config.yaml")
     assert (cfg.schedule.kind, cfg.schedule.milestones) == ("milestones", (8,))

@@ -82,13 +82,24 @@ relu-seeds|relu-factors)
         --search-epochs 3 --seeds 0,1
     # the tanh side: LeCun's scaled tanh 1.7159 tanh(2x/3), at tanh's rate
     figure1 lecun_tanh --activations tanh --lr tanh=0.01 --seeds 0,1 -- "model.tanh_scale=[1.7159, 0.6667]"
+    # tanh's own drop at the same point of its curve: after the last epoch at which every seed of
+    # the baseline is still at or above 26% (ReLU: 8, layers-80sec's drop; tanh: 30)
+    figure1 drop30_tanh --activations tanh --lr tanh=0.01 --seeds 0,1 -- schedule.kind=milestones \
+        "schedule.milestones=[30]"
     $A experiment relu-factors --out "$REPORTS/relu_factors_cifar10_cpu" \
         "layers-80sec as in Figure 1's report (baseline, 3 seeds)=relu_runs/seeds/relu_vs_tanh" \
         "ReLU initial bias 0.1=relu_runs/bias0.1/relu_vs_tanh" \
         "ReLU initial bias 1=relu_runs/bias1/relu_vs_tanh" \
         "ReLU rate ÷10 after 8 epochs (layers-80sec)=relu_runs/drop8/relu_vs_tanh" \
         "ReLU rate raced to 25%=relu_runs/race/relu_vs_tanh" \
-        "tanh as 1.7159 tanh(0.6667 x)=relu_runs/lecun_tanh/relu_vs_tanh"
+        "tanh as 1.7159 tanh(0.6667 x)=relu_runs/lecun_tanh/relu_vs_tanh" \
+        "tanh rate ÷10 after 30 epochs=relu_runs/drop30_tanh/relu_vs_tanh" \
+        "each its own rate drop (ReLU after 8, tanh after 30)=relu_runs/drop8/relu_vs_tanh+relu_runs/drop30_tanh/relu_vs_tanh"
+    # each row's own report (per-seed curves) beside the table
+    for row in bias0.1 bias1 drop8 race lecun_tanh drop30_tanh; do
+        rm -rf "$REPORTS/relu_factors_cifar10_cpu/$row"
+        cp -r "relu_runs/$row/relu_vs_tanh/report" "$REPORTS/relu_factors_cifar10_cpu/$row"
+    done
     ;;
 course-notes-real)
     [ -n "$SRC" ] || { echo "course-notes-real needs FASHION_DIR as the third argument" >&2; exit 2; }
