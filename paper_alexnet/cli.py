@@ -8,7 +8,7 @@ import warnings
 
 # verb -> (module, one-line help). Each module has main(argv) -> int.
 VERBS = {
-    "demo": ("paper_alexnet.demo", "synthetic data -> prep -> train -> eval -> report, on any CPU"),
+    "demo": ("experiments.demo", "synthetic data -> prep -> train -> eval -> report, on any CPU"),
     "config": ("paper_alexnet.show_config", "every config key: its value, what it may be, its §"),
     "summary": ("paper_alexnet.summary", "per-tower, per-layer shapes, parameters, multiply-adds"),
     "prep": ("data_prep.__main__", "prepare ImageNet / CIFAR-10 / Fashion-MNIST / synthetic data"),

@@ -85,12 +85,6 @@ class ModelConfig:
     devices: tuple[str, ...] = _value(("auto",), "§3.2: towers on cuda:0 and cuda:1; 'auto' "
                                       "falls back to one GPU, then the CPU")
 
-    @staticmethod
-    def course_notes() -> "ModelConfig":
-        """docs/paper.md §10: single tower, full widths, 1 input channel, no LRN, 10 classes."""
-        return ModelConfig(layout="one_tower", in_channels=1, num_classes=10, lrn="off",
-                           conv1_padding="1")
-
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -338,7 +332,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
 
 
 # The experiments' recipes (experiments/configs/*.yaml), found by name from any directory. demo.yaml
-# also sizes the demo's synthetic dataset, so it is not a run recipe (paper_alexnet/demo.py).
+# also sizes the demo's synthetic dataset, so it is not a run recipe (experiments/demo.py).
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 NOT_RECIPES = ("demo",)
 

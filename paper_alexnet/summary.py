@@ -20,7 +20,8 @@ import sys
 from paper_alexnet import config as config_lib
 from paper_alexnet.config import ConfigError, ModelConfig, RunConfig
 
-PRESETS = {"paper": ModelConfig(), "course_notes": ModelConfig.course_notes()}
+# preset -> the recipe whose model section it is (each preset written once, as a recipe)
+PRESETS = {"paper": "paper", "course_notes": "course_notes_fashion_mnist"}
 SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig))
 
 
@@ -28,7 +29,8 @@ def preset_overrides(preset: str) -> list[str]:
     """`model.key=value` strings turning the paper's defaults into the preset (JSON is YAML)."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}")
-    base, target = config_lib.to_dict(ModelConfig()), config_lib.to_dict(PRESETS[preset])
+    base = config_lib.to_dict(ModelConfig())
+    target = config_lib.to_dict(config_lib.load(config_lib.find_config(PRESETS[preset])).model)
     return [f"model.{k}={json.dumps(v)}" for k, v in target.items() if base[k] != v]
 
 

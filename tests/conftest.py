@@ -60,3 +60,9 @@ def prepared_synthetic(base, classes: int, train_per_class: int = 2, val_per_cla
     assert prep(["imagenet", "--input", str(base / "raw"), "--out", str(base / "root"),
                  "--workers", "1"]) == 0
     return base / "root"
+
+
+def course_notes_model():
+    """The model section of the course-notes recipe (docs/paper.md §10), the one place it is written."""
+    from paper_alexnet import config
+    return config.load(config.find_config("course_notes_fashion_mnist")).model

@@ -6,6 +6,7 @@ import typing
 import pytest
 import yaml
 
+from conftest import course_notes_model
 from paper_alexnet import config
 from paper_alexnet.config import ConfigError, ModelConfig, RunConfig
 
@@ -32,7 +33,7 @@ def test_every_field_cites_its_source_and_its_default_is_a_valid_choice():
 
 
 def test_course_notes_preset():
-    m = ModelConfig.course_notes()
+    m = course_notes_model()
     assert (m.layout, m.in_channels, m.num_classes, m.lrn, m.conv1_padding) == \
         ("one_tower", 1, 10, "off", "1")
 
@@ -148,7 +149,7 @@ def test_configs_are_frozen():
 
 @pytest.mark.parametrize("cfg", [
     RunConfig(),
-    RunConfig(model=ModelConfig.course_notes()),
+    RunConfig(model=course_notes_model()),
     config.load(None, ["model.lrn=off", "model.devices=[cuda:0, cuda:1]", "optim.lr=1e-4",
                        "schedule.kind=milestones", "schedule.milestones=[10, 20]",
                        "model.conv1_padding=2", "data.pca_scale=eigval"]),

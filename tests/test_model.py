@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import course_notes_model
 from paper_alexnet import AlexNet
 from paper_alexnet.config import ConfigError, ModelConfig
 from paper_alexnet.model import architecture, build
@@ -223,7 +224,7 @@ ABLATIONS = {
     "pool_2_2": ModelConfig(pooling="non_overlapping"),
     "one_tower_half": ModelConfig(layout="one_tower_half"),
     "tanh": ModelConfig(activation="tanh"), "no_dropout": ModelConfig(dropout=0.0),
-    "gray_10": ModelConfig(in_channels=1, num_classes=10), "course_notes": ModelConfig.course_notes(),
+    "gray_10": ModelConfig(in_channels=1, num_classes=10), "course_notes": course_notes_model(),
     "caffe_227": ModelConfig(input_size=227, conv1_padding="none", lrn="caffe", init="caffe"),
 }
 

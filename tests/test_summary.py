@@ -4,6 +4,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import course_notes_model
 from paper_alexnet import cli
 from paper_alexnet.config import ConfigError, ModelConfig
 from paper_alexnet.model import AlexNet
@@ -46,7 +47,7 @@ def test_macs_written_out_by_hand():
 def test_course_notes_preset_prints_the_notes_shapes(capsys):
     rc, out, _ = _run(capsys, ["--preset", "course_notes"])
     assert rc == 0
-    trace = shape_trace(ModelConfig.course_notes())
+    trace = shape_trace(course_notes_model())
     sides = [shape[-1] for name, op, shape in trace if op in ("Conv2d", "MaxPool2d")]
     assert sides == [54, 26, 26, 12, 12, 12, 12, 5]      # docs/paper.md §10
     assert ("", "Flatten", (1, 6400)) in trace
@@ -69,7 +70,7 @@ def _hooked_shapes(model, x):
 
 
 def test_shape_trace_matches_the_built_network():
-    cfg = ModelConfig.course_notes()
+    cfg = course_notes_model()
     calls = _hooked_shapes(AlexNet(cfg), torch.randn(1, 1, 224, 224))
     expected = [(op, shape) for _, op, shape in shape_trace(cfg) if op != "Flatten"]
     assert calls == expected

@@ -24,13 +24,11 @@ from pathlib import Path
 import torch
 
 from data_prep.files import write_atomic
+from experiments.paper_numbers import PAPER_ROWS
 from paper_alexnet import config
 
 RECIPE = config.RECIPE_DIR / "demo.yaml"
-# §6 Table 2, "1 CNN", ILSVRC-2012 val, ten crops; the same row as experiments.paper_numbers
-# ("ilsvrc2012_1cnn"; tests/test_demo.py checks that they agree: paper_alexnet may not import
-# experiments).
-PAPER_TABLE2_1CNN = (40.7, 18.2)
+TABLE2 = PAPER_ROWS["ilsvrc2012_1cnn"]     # §6 Table 2, "1 CNN", ILSVRC-2012 val, ten crops
 DATA, TRAIN = "1. generate + prepare synthetic data", "2. train (§5)"
 
 
@@ -178,8 +176,8 @@ def report(out: Path, cfg, demo: dict, result: dict, timings: dict, quick: bool,
         f"| this demo, centre crop | {100 * c['top1']:.1f}% | {100 * c['top5']:.1f}% | 1 |",
         f"| this demo, ten crops (§6) | {100 * t['top1']:.1f}% | {100 * t['top5']:.1f}% | 10 |",
         f"| chance on this data ({classes} classes) | {chance1:.1f}% | {chance5:.1f}% | |",
-        f"| paper, Table 2, 1 CNN, ILSVRC-2012 val (1000 classes) | {PAPER_TABLE2_1CNN[0]}% | "
-        f"{PAPER_TABLE2_1CNN[1]}% | 10 |", "",
+        f"| paper, Table 2, 1 CNN, ILSVRC-2012 val (1000 classes) | {TABLE2.top1}% | "
+        f"{TABLE2.top5}% | 10 |", "",
         f"Validation split: {result['images']} images, each seen once; checkpoint evaluated: the "
         f"final one ({Path(result['checkpoints'][0]).name}), not a best-of.", "",
         "## Changes from the paper's recipe (experiments/configs/demo.yaml)", "",
