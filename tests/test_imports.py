@@ -9,11 +9,13 @@ ROOT = Path(__file__).resolve().parent.parent
 KNOWN: set = set()   # circles allowed for now: none
 
 
-def modules() -> dict[str, Path]:
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    """Every module of our packages, subpackages included: dotted name -> file."""
     found = {}
     for package in PACKAGES:
-        for path in sorted((ROOT / package).glob("*.py")):
-            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 
 
@@ -82,6 +84,15 @@ def test_the_checker_finds_a_circle_and_reads_relative_and_lazy_imports(tmp_path
                                                  "top.third"}
 
 
+def test_modules_are_found_in_subpackages_too(tmp_path):
+    for rel in ("paper_alexnet/__init__.py", "paper_alexnet/model.py",
+                "paper_alexnet/train/__init__.py", "paper_alexnet/train/loop.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    assert sorted(modules(tmp_path)) == ["paper_alexnet", "paper_alexnet.model",
+                                         "paper_alexnet.train", "paper_alexnet.train.loop"]
+
+
 def test_no_import_circles():
     found = [c for c in circles(graph()) if frozenset(c) not in KNOWN]
     assert not found, f"modules that import each other: {found}"
@@ -95,7 +106,7 @@ def test_imports_go_one_way():
         lower = PACKAGES[:PACKAGES.index(name.split(".")[0]) + 1]
         wrong += [f"{name} -> {t}" for t in targets if t.split(".")[0] not in lower]
     assert not wrong, wrong
-    for path in (ROOT / "data_prep").glob("*.py"):
+    for path in (ROOT / "data_prep").rglob("*.py"):
         tree = ast.parse(path.read_text())
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
                  for a in n.names}
