@@ -1,5 +1,5 @@
 """Metrics of a run (§6 top-1/top-5 error; docs/ARCHITECTURE.md decisions 5 and 6): log file,
-running means, progress lines.
+running means, durations.
 
 RUN/metrics.jsonl holds one JSON object per line: {"kind": "train"|"val"|"lr"|"event", "step",
 "epoch", "time", ...values}. `step` is the number of optimiser steps done when the record was made.
@@ -12,8 +12,8 @@ loop must log every record of step S BEFORE it writes the checkpoint of step S, 
 just before saving, so the log on disk is at least as new as the checkpoint.
 
 `RunningMeans` keeps on-device sums (no host sync in the training step); `.flush()` is the one
-sync point, at log steps. `topk_errors` counts errors as device tensors. `Progress` formats
-"rate, ETA" lines from explicit times.
+sync point, at log steps. `topk_errors` counts errors as device tensors. `format_duration` writes
+the ETA of the training and evaluation progress lines.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from data_prep.progress import seconds_left
 from data_prep.files import write_atomic
 
 
@@ -187,28 +186,3 @@ def format_duration(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-class Progress:
-    """'step 1200/450000 (0.3%) 2345 img/s ETA 2d03h' lines; times are passed in, so it is testable.
-
-    `Progress(total_steps, items_per_step, start_step=0, now=time.monotonic())`; `line(step, now)`:
-    rate over the interval since the previous call, ETA from the mean rate since the start.
-    """
-
-    def __init__(self, total_steps: int, items_per_step: int, start_step: int = 0,
-                 now: float | None = None):
-        self.total = total_steps
-        self.items = items_per_step
-        self.start_step = self.last_step = start_step
-        self.start_time = self.last_time = time.monotonic() if now is None else now
-
-    def line(self, step: int, now: float | None = None) -> str:
-        now = time.monotonic() if now is None else now
-        dt = now - self.last_time
-        rate = (step - self.last_step) * self.items / dt if dt > 0 else math.nan
-        eta = seconds_left(self.total - step, step - self.start_step, now - self.start_time)
-        self.last_step, self.last_time = step, now
-        pct = 100.0 * step / self.total if self.total else 100.0
-        rate_text = f"{rate:.0f} img/s" if math.isfinite(rate) else "? img/s"
-        return f"step {step}/{self.total} ({pct:.1f}%) {rate_text} ETA {format_duration(eta)}"
