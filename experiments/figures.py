@@ -222,7 +222,9 @@ def nearest(queries: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 def _hidden(model, images: torch.Tensor) -> torch.Tensor:
     """fc7 of AlexNet (§6.1); the last hidden layer (fc64) of the Figure 1 net."""
-    return model.fc7(images) if hasattr(model, "fc7") else model.features(images)
+    if hasattr(model, "fc7_activations"):
+        return model.fc7_activations(images)
+    return model.features(images)
 
 
 def _features(model, data_root, split, cfg, limit: int | None):

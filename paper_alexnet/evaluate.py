@@ -51,7 +51,7 @@ class EvaluationError(RuntimeError):
     ensemble members)."""
 
 
-def count_errors(models, batches, *, views: int, split_len: int, world=None, dtype=None,
+def error_rates(models, batches, *, views: int, split_len: int, world=None, dtype=None,
                  index_space=None, progress=None) -> dict:
     """Top-1/top-5 error of the softmax average of `models` over `views` views per image.
 
@@ -152,7 +152,7 @@ def _check_members(checkpoints, cfgs, split: str):
 
 
 def _progress(view: str, total: int, say, world_size: int):
-    """A callback for count_errors: a line every PROGRESS_EVERY_S seconds and at the end."""
+    """A callback for error_rates: a line every PROGRESS_EVERY_S seconds and at the end."""
     start = time.perf_counter()
     last = [start]
 
@@ -222,7 +222,7 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool | None =
                   **({"data_note": "; ".join(notes)} if notes else {}))
     for view, n_views in view_sets:
         progress = _progress(view, len(indices), say, world.world_size) if say else None
-        result[view] = count_errors(models, streams[view], views=n_views, split_len=len(indices),
+        result[view] = error_rates(models, streams[view], views=n_views, split_len=len(indices),
                                     world=world, dtype=dtype, index_space=indices,
                                     progress=progress)
     return result

@@ -254,7 +254,7 @@ class AlexNet(nn.Module):
         h = [self.dropout(t) for t in self._hidden(x)]    # §4.2 dropout on fc7's output
         return self.fc8(self._gather(h, self.output_device))  # (N, 1000) ← CROSS 4: both fc7s
 
-    def fc7(self, x: torch.Tensor) -> torch.Tensor:
+    def fc7_activations(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 4096) fc7 activations, tower A's units first, on output_device (§6.1, Fig. 4).
         Call in eval mode: in training mode fc6's output is dropped out on the way."""
         return self._gather(self._hidden(x), self.output_device)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from paper_alexnet import (checkpoint, config, distributed, metrics, preemption, preflight,
                            resume, watchdog)
-from paper_alexnet.evaluate import count_errors
+from paper_alexnet.evaluate import error_rates
 from paper_alexnet.loop import Loop
 from paper_alexnet.precision import autocast
 from paper_alexnet.watchdog import NonFiniteLoss
@@ -88,7 +88,7 @@ def evaluate_signal(loop) -> dict:
     _, indices = data.split_indices(run.root, split, run.cfg)
     batches = data.eval_batches(run.root, split, run.cfg, view="center", rank=world.rank,
                                 world_size=world.world_size, device=run.model.input_device)
-    return count_errors([run.model], batches, views=1, split_len=len(indices), world=world,
+    return error_rates([run.model], batches, views=1, split_len=len(indices), world=world,
                         dtype=loop.dtype, index_space=indices)
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from paper_alexnet import checkpoint, config
-from paper_alexnet.evaluate import EvaluationError, count_errors, evaluate, main
+from paper_alexnet.evaluate import EvaluationError, error_rates, evaluate, main
 from paper_alexnet.train import train
 from test_train import SMALL_NET
 
@@ -80,7 +80,7 @@ def batch(names, first_index=0):
 
 
 def test_top1_top5_of_the_softmax_averaged_over_ten_views():
-    r = count_errors([Readout()], [batch("ABCD")], views=10, split_len=4)
+    r = error_rates([Readout()], [batch("ABCD")], views=10, split_len=4)
     assert (r["top1"], r["top5"], r["images"]) == (TOP1, TOP5, 4)
     assert r["members"] == [dict(top1=TOP1, top5=TOP5)]
 
@@ -90,7 +90,7 @@ def test_a_partial_last_batch_leaves_the_denominator_alone():
     # Right: 3/4 and 1/4. Dividing by the padded count (2 batches × 3 = 6) would give 0.5 and
     # 1/6; averaging the batches' rates would give (2/3 + 1)/2 = 0.833 and (0 + 1)/2 = 0.5.
     for batches in ([batch("ABC"), batch("D", 3)], [batch("A"), batch("BCD", 1)]):
-        r = count_errors([Readout()], batches, views=10, split_len=4)
+        r = error_rates([Readout()], batches, views=10, split_len=4)
         assert (r["top1"], r["top5"], r["images"]) == (TOP1, TOP5, 4)
 
 
@@ -121,7 +121,7 @@ def ensemble_batch():
 
 
 def test_ensemble_averages_its_nets_softmax_outputs():
-    r = count_errors([Readout(0), Readout(CLASSES)], [ensemble_batch()], views=1, split_len=5)
+    r = error_rates([Readout(0), Readout(CLASSES)], [ensemble_batch()], views=1, split_len=5)
     assert (r["top1"], r["top5"]) == (0.2, 0.2)
     assert r["members"] == [dict(top1=0.6, top5=0.2), dict(top1=0.8, top5=0.2)]
 
@@ -131,23 +131,23 @@ def test_nets_are_counted_in_eval_mode_and_left_in_their_own_mode():
     # (softmax of −ln w ∝ 1/w): its labels would rank 7th, 7th, 6th, 6th, 1st (top-1 and top-5
     # 0.8) instead of its eval-mode 0.6 and 0.2.
     p_net, q_net = Readout(0), Readout(CLASSES).eval()
-    r = count_errors([p_net, q_net], [ensemble_batch()], views=1, split_len=5)
+    r = error_rates([p_net, q_net], [ensemble_batch()], views=1, split_len=5)
     assert r["members"] == [dict(top1=0.6, top5=0.2), dict(top1=0.8, top5=0.2)]
     assert (r["top1"], r["top5"]) == (0.2, 0.2)
     assert (p_net.training, q_net.training) == (True, False)
     # also when the count fails
     with pytest.raises(EvaluationError, match="expected 2 per image"):
-        count_errors([p_net, q_net], [ensemble_batch()], views=2, split_len=5)
+        error_rates([p_net, q_net], [ensemble_batch()], views=2, split_len=5)
     assert (p_net.training, q_net.training) == (True, False)
 
 
 def test_every_image_exactly_once():
-    count_errors([Readout()], [batch("AB")], views=10, split_len=2)
+    error_rates([Readout()], [batch("AB")], views=10, split_len=2)
     twice = [batch("AB"), batch("B", 1)]
     with pytest.raises(EvaluationError, match="1 seen more than once"):
-        count_errors([Readout()], twice, views=10, split_len=2)
+        error_rates([Readout()], twice, views=10, split_len=2)
     with pytest.raises(EvaluationError, match="1 missed"):
-        count_errors([Readout()], [batch("AB")], views=10, split_len=3)
+        error_rates([Readout()], [batch("AB")], views=10, split_len=3)
 
 
 def test_alexnet_eval_writes_result_json(data_root, tmp_path):

@@ -61,7 +61,7 @@ def test_shapes_per_layer(paper, size):
         assert tuple(out.shape) == (2,) + expect[name], (tower, name, size)
     assert [tuple(t.shape) for t in pool5] == [(2, 128, 6, 6)] * 2
     assert logits.shape == (2, 1000)
-    assert paper.fc7(torch.randn(2, 3, size, size)).shape == (2, 4096)
+    assert paper.fc7_activations(torch.randn(2, 3, size, size)).shape == (2, 4096)
 
 
 def test_alex_padding_is_three_zero_pixels_right_and_bottom(paper):

@@ -3,7 +3,7 @@
 error keeps falling; a run killed right after a drop and resumed is bit-identical.
 
 The real loop, optimiser and checkpoints run on the tiny prepared set; only the per-epoch error the
-loop reads is designed: `evaluate.count_errors` is wrapped so that it still counts (nets in eval
+loop reads is designed: `evaluate.error_rates` is wrapped so that it still counts (nets in eval
 mode, every image once) but reports the designed top-1 error of the split it was handed."""
 import math
 
@@ -32,7 +32,7 @@ HOLDOUT = [0.60, 0.55, 0.40, 0.41, 0.42, 0.35]
 
 
 class DesignedErrors:
-    """Stands in for evaluate.count_errors in the loop's per-epoch evaluation: counts for real, then
+    """Stands in for evaluate.error_rates in the loop's per-epoch evaluation: counts for real, then
     reports the next designed top-1 error of the split it was handed (told apart by its indices).
     One instance is one run, across a kill and its resume."""
 
@@ -52,13 +52,13 @@ class DesignedErrors:
         return dict(counted, top1=self.designed[split][epoch])
 
 
-REAL_COUNT = evaluate.count_errors
+REAL_COUNT = evaluate.error_rates
 
 
 def run(cfg, root, run_dir, errors, after_step=None):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate, "count_errors", errors)
-        patch.setattr(train_module, "count_errors", errors)   # where the loop looks it up
+        patch.setattr(evaluate, "error_rates", errors)
+        patch.setattr(train_module, "error_rates", errors)   # where the loop looks it up
         return train(cfg, root, run_dir, quiet=True,
                      callbacks=[AtStep(after_step)] if after_step else [])
 
