@@ -30,7 +30,7 @@ import re
 import tarfile
 import zlib
 
-from data_prep.labels import (InputError, _base, check_count, ids_to_wnids, read_class_names,
+from data_prep.labels import (InputError, check_count, file_name, ids_to_wnids, read_class_names,
                               read_devkit, read_labels_file)
 
 OFFICIAL = {
@@ -105,7 +105,7 @@ def list_train_tar(path: str, skipped: list):
                 if m.isdir():
                     continue
                 reason = unsafe_reason(m)
-                wnid = _base(m.name)[:-4] if m.name.endswith(".tar") else None
+                wnid = file_name(m.name)[:-4] if m.name.endswith(".tar") else None
                 if reason is None and (wnid is None or not CLASS_RE.match(wnid)):
                     reason = "not a per-class tar named <wnid>.tar"
                 if reason:
@@ -117,7 +117,7 @@ def list_train_tar(path: str, skipped: list):
                     if why:
                         skipped.append(dict(name=f"{m.name}/{name}", kind="skipped", reason=why))
                     else:
-                        files.append((_base(name), (path, off, size)))
+                        files.append((file_name(name), (path, off, size)))
             check_end(outer, f)
     return by_class
 
@@ -129,7 +129,7 @@ def list_flat_tar(path: str, skipped: list):
             if why:
                 skipped.append(dict(name=name, kind="skipped", reason=why))
             else:
-                out.append((_base(name), (path, off, size)))
+                out.append((file_name(name), (path, off, size)))
     return sorted(out)
 
 

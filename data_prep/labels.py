@@ -21,7 +21,8 @@ class InputError(Exception):
     """The input directory does not hold a layout we know, or its labels are inconsistent."""
 
 
-def _base(name: str) -> str:
+def file_name(name: str) -> str:
+    """The last part of a path or archive member name, with either kind of slash."""
     return name.replace("\\", "/").rsplit("/", 1)[-1]
 
 
@@ -34,7 +35,7 @@ def read_labels_file(path: str, names: list[str]) -> tuple[list[str], list[dict]
     if rows and all(len(r) >= 2 for _, r in rows):
         table, line_of = {}, {}
         for i, r in rows:
-            name = _base(r[0])
+            name = file_name(r[0])
             if table.setdefault(name, r[1]) != r[1]:
                 raise InputError(f"labels file {path}: {name!r} is {table[name]} on line "
                                  f"{line_of[name]} and {r[1]} on line {i}: fix the file (one "
