@@ -3,8 +3,8 @@
     alexnet bench [--device cpu|cuda] [--batch 128] [--quick] [--compile] [--json OUT]
 
 On whatever device is present it measures, in this order and in the same process:
-1. LRN (§3.3) forward+backward, our fast path vs torch's composite (`bench_lrn.benchmark`), at conv1's
-   (N, 48, 55, 55) and conv2's (N, 128, 27, 27) activations of one tower;
+1. LRN (§3.3) forward+backward, our fast path vs torch's composite (`bench_lrn.benchmark`), at
+   conv1's (N, 48, 55, 55) and conv2's (N, 128, 27, 27) activations of one tower;
 2. the training step (forward, backward, the §5 optimiser step) of the faithful two-tower network
    vs torchvision's AlexNet (its own architecture, 1000 classes) vs the faithful network without
    LRN vs the same network written with grouped convolutions (GroupedAlexNet: what the paper's
@@ -13,8 +13,8 @@ On whatever device is present it measures, in this order and in the same process
    channels_last), and
    the faithful network's plain step (fp32, contiguous, eager) for reference;
 3. ten-crop evaluation (§6) of the faithful network, model only;
-4. the input pipeline alone (`bench_loader.loader_benchmark`) on a small prepared set that it writes with
-   data_prep into a temporary folder (synthetic images, §2 prep: 256×256 JPEG q90);
+4. the input pipeline alone (`bench_loader.loader_benchmark`) on a small prepared set that it
+   writes with data_prep into a temporary folder (synthetic images, §2 prep: 256×256 JPEG q90);
 5. end-to-end training (prepared shards → decode → augment → step) and its ratio to the
    model-only rate of the same step.
 Timing: warm-up iterations excluded; on CUDA events around the timed region only (no sync inside

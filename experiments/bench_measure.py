@@ -267,8 +267,8 @@ def _run_config(batch: int, setting: Setting, workers: int, backend: str, steps:
 
 
 def measure_pipeline(root, device, batch: int, batches: int, workers, backends) -> dict:
-    """`bench_loader.loader_benchmark`: training-loader images/s per backend and worker count, and the
-    plain PIL loop and CPU decoders alone, on the prepared set; `best` = the fastest run."""
+    """`bench_loader.loader_benchmark`: training-loader images/s per backend and worker count, and
+    the plain PIL loop and CPU decoders alone, on the prepared set; `best` = the fastest run."""
     from experiments.bench_loader import loader_benchmark
     cfg = _run_config(batch, fast_setting(device), 0, "cpu", batches + 1)
     result = loader_benchmark(root, cfg, workers=tuple(workers), batches=batches,

@@ -2,9 +2,10 @@
 
 `alexnet experiment relu-factors --out DIR LABEL=EXP[+EXP] …` reads relu-vs-tanh experiments
 (each EXP a folder `alexnet experiment relu-vs-tanh` wrote, with its experiment.json; the first is
-the baseline; a row may join experiments of different activations with '+') and writes DIR/report.md: per factor, epochs to 25% running training error for ReLU and
-tanh (mean and range over the seeds, read both ways: the first epoch at or below 25% and
-interpolated) and the speed-up (tanh / ReLU). A factor that concerns one activation only (a
+the baseline; a row may join experiments of different activations with '+') and writes
+DIR/report.md: per factor, epochs to 25% running training error for ReLU and tanh (mean and
+range over the seeds, read both ways: the first epoch at or below 25% and interpolated) and the
+speed-up (tanh / ReLU). A factor that concerns one activation only (a
 ReLU-side factor such as positive initial biases) is run for that activation only; its row takes
 the other activation's runs from the baseline and says so. make_examples.sh `relu-factors` runs
 the factors and this table.
@@ -67,7 +68,11 @@ def read_experiment(exp_dir: Path) -> tuple[dict, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{exp_dir} holds no experiment.json: pass folders that "
                                 "`alexnet experiment relu-vs-tanh` wrote (RUNS/relu_vs_tanh)")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): damaged or edited; rerun its "
+                         "`alexnet experiment relu-vs-tanh` command to rewrite it") from None
     if manifest.get("kind") != "relu_vs_tanh":
         raise ValueError(f"{path}: kind {manifest.get('kind')!r}, not a relu-vs-tanh experiment")
     return manifest, relu_vs_tanh.seed_curves(Path(exp_dir), manifest)

@@ -63,6 +63,7 @@ def prepared_synthetic(base, classes: int, train_per_class: int = 2, val_per_cla
 
 
 def course_notes_model():
-    """The model section of the course-notes recipe (docs/paper.md §10), the one place it is written."""
+    """The model section of the course-notes recipe (docs/paper.md §10): the one place it is
+    written."""
     from paper_alexnet import config
     return config.load(config.find_config("course_notes_fashion_mnist")).model

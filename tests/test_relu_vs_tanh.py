@@ -200,6 +200,19 @@ def test_seeds_given_rates_race_and_factor_table_end_to_end(cifar_root, tmp_path
     assert "relu also ran in another experiment of the same row" in capsys.readouterr().err
 
 
+def test_relu_factors_bad_folders_exit_2_naming_the_file(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["relu-factors", "--out", str(out), f"base={tmp_path / 'none'}"]) == 2
+    assert "none holds no experiment.json" in capsys.readouterr().err
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "experiment.json").write_text('{"kind": "relu_vs')
+    assert cli.main(["relu-factors", "--out", str(out), f"base={damaged}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{damaged / 'experiment.json'} is not valid JSON" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--lr", "relu=0"], "--lr 'relu=0': expected ACTIVATION=RATE"),
     (["--lr", "sigmoid=0.1"], "expected ACTIVATION=RATE"),
