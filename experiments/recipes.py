@@ -56,14 +56,13 @@ def config_diff(cfg, reference=None) -> dict:
     return {k: new for k, (_, new) in config.differences(cfg, reference).items()}
 
 
-# Keys that change how long or how a run is carried out, not what it is: ignored when matching a
-# run to its recipe (a tiny-scale run of no_lrn is still no_lrn).
-SCALE_KEYS = ("train.", "optim.batch_size", "eval.batch_size", "data.workers", "data.backend",
-              "data.holdout", "model.devices", "model.lrn_impl")
+# How long or how a run is carried out, not what it is (config.ROLES "scale"): ignored when
+# matching a run to its recipe (a tiny-scale run of no_lrn is still no_lrn).
+SCALE_KEYS = config.keys_with("scale")
 
 
 def _essential(diff: dict) -> dict:
-    return {k: v for k, v in diff.items() if not k.startswith(SCALE_KEYS)}
+    return {k: v for k, v in diff.items() if k not in SCALE_KEYS}
 
 
 def match_recipe(cfg) -> str | None:

@@ -10,6 +10,7 @@ named) and frozen. Paths to data and run directories never live here: they are f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -27,21 +28,71 @@ class ConfigError(ValueError):
         self.key = key
 
 
-def _choice(default, choices, ref, renamed=None):
+# What a key means beyond its value, declared on its own field (`roles=`); resume.py,
+# evaluate.py and experiments/recipes.py read their lists of keys from here (`keys_with`).
+ROLES = {
+    "resume": "a resume may change it (how long, how often it logs or saves, where it runs; "
+              "never what is computed)",
+    "on_request": "a resume changes it only with --allow-change KEY (logged), as the paper's "
+                  "authors lowered the rate by hand (§5)",
+    "input": "changes the pixels a network sees; ensemble members must agree on it",
+    "holdout": "decides which images a train split holds; members evaluated on train must agree",
+    "eval": "`alexnet eval` may set it (how an evaluation runs, never what the network is)",
+    "scale": "how long or how a run is carried out, not what it is; ignored when a run is "
+             "matched to its recipe",
+}
+
+
+def _roles(roles) -> tuple[str, ...]:
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"config.py: unknown role(s) {sorted(unknown)}; roles: {', '.join(ROLES)}")
+    return tuple(roles)
+
+
+def _choice(default, choices, ref, renamed=None, roles=()):
     """`renamed`: {old name: new name} of choices that were renamed, so an old config says so."""
     return field(default=default, metadata={"choices": tuple(choices), "ref": ref,
-                                            "renamed": renamed or {}})
+                                            "renamed": renamed or {}, "roles": _roles(roles)})
 
 
-def _value(default, ref, minimum=None, maximum=None, above=None, below=None, words=()):
+def _value(default, ref, minimum=None, maximum=None, above=None, below=None, words=(), roles=()):
     """A value with its § (`ref`); bounds: `minimum`/`maximum` inclusive, `above`/`below`
     exclusive; `words`: strings an int field also takes (e.g. "auto")."""
     return field(default=default, metadata={"ref": ref, "min": minimum, "max": maximum,
-                                            "above": above, "below": below, "words": words})
+                                            "above": above, "below": below, "words": words,
+                                            "roles": _roles(roles)})
+
+
+class _Section:
+    """A config section checks its own values when it is made, whatever makes it (YAML, overrides,
+    a checkpoint, `dataclasses.replace`, Python code): types, choices and bounds are validated here
+    once, so the modules that use a value never check it again."""
+
+    def __post_init__(self):
+        hints, section = _hints(type(self)), _section_names().get(type(self), "")
+        for f in dataclasses.fields(self):
+            key = f"{section}.{f.name}" if section else f.name
+            try:
+                value = _check(getattr(self, f.name), hints[f.name], f, key)
+            except ConfigError as err:
+                raise ConfigError(str(err), err.key or key) from None
+            object.__setattr__(self, f.name, value)
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _section_names() -> dict:
+    """{section class: its name in RunConfig} ({ModelConfig: "model", …})."""
+    return {cls: name for name, cls in _hints(RunConfig).items()}
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """The network (§3, Fig. 2) and its ablations (§3.2–§3.4, §4.2, §7)."""
 
     arch: str = _choice("alexnet", ("alexnet", "cifar10_4layer"),
@@ -52,13 +103,14 @@ class ModelConfig:
                           "(half the kernels in conv1-4, conv5 and FC full size); one_tower = "
                           "full widths in a single tower (course notes, docs/paper.md §10)")
     input_size: int = _value(224, "§3.5 / docs/paper.md §2: 224 crops (paper); 227 = Caffe's crops; "
-                             "32 = CIFAR-10 as is for the Figure 1 net (cifar10_4layer)", 32)
+                             "32 = CIFAR-10 as is for the Figure 1 net (cifar10_4layer)", 32,
+                             roles=("input",))
     conv1_padding: str = _choice("alex", ("alex", "none", "1", "2"),
                                  "docs/paper.md §2: alex = zero-pad right/bottom so the last 11x11 "
                                  "window fits (cuda-convnet's ceil arithmetic; 224 and 227 both "
                                  "give 55); none = Caffe; 1 = course notes; 2 = torchvision")
-    in_channels: int = _value(3, "§2: RGB input", 1)
-    num_classes: int = _value(1000, "§2: ILSVRC has 1000 classes", 2)
+    in_channels: int = _value(3, "§2: RGB input", 1, roles=("input",))
+    num_classes: int = _value(1000, "§2: ILSVRC has 1000 classes", 2, roles=("input",))
     activation: str = _choice("relu", ("relu", "tanh"), "§3.1: ReLU; tanh for Figure 1")
     lrn: str = _choice("cuda-convnet", ("cuda-convnet", "as-printed", "caffe", "off"),
                        "§3.3: k=2, n=5, alpha=1e-4, beta=0.75 after conv1 and conv2; "
@@ -66,7 +118,8 @@ class ModelConfig:
                        "as-printed = alpha on the sum; docs/lrn.md",
                        renamed={"paper": "as-printed"})
     lrn_impl: str = _choice("fast", ("fast", "reference"),
-                            "fast = our exact kernel; reference = the composite formula")
+                            "fast = our exact kernel; reference = the composite formula",
+                            roles=("scale",))
     pooling: str = _choice("overlapping", ("overlapping", "non_overlapping"),
                            "§3.4: z=3, s=2 (overlapping); z=2, s=2 is the ablation")
     dropout: float = _value(0.5, "§4.2: p=0.5 on fc6 and fc7 outputs (0 = off)", 0.0,
@@ -83,11 +136,12 @@ class ModelConfig:
                                            "unit a*tanh(b*x); [1, 1] = plain tanh (§3.1); "
                                            "[1.7159, 0.6667] = LeCun's scaled tanh")
     devices: tuple[str, ...] = _value(("auto",), "§3.2: towers on cuda:0 and cuda:1; 'auto' "
-                                      "falls back to one GPU, then the CPU")
+                                      "falls back to one GPU, then the CPU",
+                                      roles=("resume", "eval", "scale"))
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     """Input pipeline and augmentation (§2, §4.1)."""
 
     pca_std: float = _value(0.1, "§4.1: alpha_i ~ N(0, 0.1) per image presentation (0 = off)",
@@ -98,29 +152,32 @@ class DataConfig:
                              "pixels in [0,1] (fb.resnet.torch)")
     mean: str = _choice("center", ("center", "aligned"),
                         "§2: subtract the mean image; center = its central crop from every crop "
-                        "(author's code); aligned = at the crop's own offset (Caffe)")
+                        "(author's code); aligned = at the crop's own offset (Caffe)",
+                        roles=("input",))
     geometry: str = _choice("crop", ("crop", "resize"),
                             "crop = §4.1 random 224 crops of the stored 256 image (eval: centre or "
                             "ten crops); resize = the whole stored image scaled to the model's "
-                            "input size (small datasets: Fashion-MNIST to 224, CIFAR-10 as is)")
+                            "input size (small datasets: Fashion-MNIST to 224, CIFAR-10 as is)",
+                            roles=("input",))
     flip: bool = _value(True, "§4.1: random horizontal reflections")
     backend: str = _choice("cpu", ("cpu", "gpu"),
-                           "decode on CPU worker processes, or batched on the GPU")
+                           "decode on CPU worker processes, or batched on the GPU",
+                           roles=("eval", "scale"))
     workers: int | str = _value("auto", "CPU decode processes (0 = in the main process; auto = "
                                 "min(4, the CPU cores this process may use))", 0,
-                                words=("auto",))
+                                words=("auto",), roles=("resume", "eval", "scale"))
     holdout: int = _value(10000, "images held out of train when schedule.signal_split is "
-                          "train_holdout", 0)
+                          "train_holdout", 0, roles=("holdout", "scale"))
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Section):
     """§5: SGD with momentum and weight decay, written the paper's way."""
 
     rule: str = _choice("paper", ("paper", "torch_sgd"),
                         "§5: v <- 0.9 v - 0.0005 eps w - eps grad; w <- w + v. torch_sgd keeps "
                         "v without eps (differs after every learning-rate drop)")
-    lr: float = _value(0.01, "§5: initial learning rate 0.01", above=0.0)
+    lr: float = _value(0.01, "§5: initial learning rate 0.01", above=0.0, roles=("on_request",))
     momentum: float = _value(0.9, "§5: momentum 0.9", 0.0, below=1.0)
     weight_decay: float = _value(0.0005, "§5: weight decay 0.0005", 0.0)
     decay_biases: bool = _value(False, "§5 / author's configs: no weight decay on biases")
@@ -128,11 +185,11 @@ class OptimConfig:
                                   "configs give biases twice the weights' rate (epsB = 2 epsW): "
                                   "2.0", 0.0)
     batch_size: int = _value(128, "§5: batch of 128 examples (global, whatever the world size)",
-                             1)
+                             1, roles=("scale",))
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(_Section):
     """§5: divide the learning rate by 10 when the validation error stops improving, 3 times."""
 
     kind: str = _choice("plateau", ("plateau", "milestones"), "§5: plateau (paper) or fixed")
@@ -142,37 +199,45 @@ class ScheduleConfig:
     threshold: float = _value(0.001, "improvement in error that counts (not in the paper)", 0.0)
     milestones: tuple[int, ...] = _value((30, 60, 80), "epochs of the drops for kind=milestones")
     signal_split: str = _choice("val", ("val", "train_holdout"),
-                                "§5: the paper watched the validation error")
+                                "§5: the paper watched the validation error", roles=("holdout",))
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     """The loop: epochs, precision, logging and checkpoints (§5: about 90 epochs)."""
 
-    epochs: int = _value(90, "§5: roughly 90 cycles through the training set", 1)
-    steps_per_epoch: int = _value(0, "0 = the whole training split each epoch", 0)
-    seed: int = _value(0, "every random draw derives from (seed, epoch, index, rank)")
+    epochs: int = _value(90, "§5: roughly 90 cycles through the training set", 1,
+                         roles=("resume", "scale"))
+    steps_per_epoch: int = _value(0, "0 = the whole training split each epoch", 0, roles=("scale",))
+    seed: int = _value(0, "every random draw derives from (seed, epoch, index, rank)",
+                       roles=("scale",))
     precision: str = _choice("auto", ("auto", "fp32", "bf16"),
-                             "auto = fp32 on CPU, bf16 autocast on GPU")
+                             "auto = fp32 on CPU, bf16 autocast on GPU", roles=("eval", "scale"))
     channels_last: bool = _value(True, "activations in channels_last (NHWC): faster on GPU and "
-                                   "CPU, docs/speed.md")
-    compile: bool = _value(False, "torch.compile the model")
-    deterministic: bool = _value(False, "torch.use_deterministic_algorithms")
-    log_every: int = _value(50, "steps between log lines (the only host syncs)", 1)
-    checkpoint_every: int = _value(1000, "steps between checkpoints (also one per epoch)", 1)
-    keep_last: int = _value(3, "newest checkpoints kept (plus epoch milestones)", 1)
-    milestone_every: int = _value(10, "keep the checkpoint of every N-th epoch", 1)
+                                   "CPU, docs/speed.md", roles=("eval", "scale"))
+    compile: bool = _value(False, "torch.compile the model", roles=("resume", "scale"))
+    deterministic: bool = _value(False, "torch.use_deterministic_algorithms", roles=("scale",))
+    log_every: int = _value(50, "steps between log lines (the only host syncs)", 1,
+                            roles=("resume", "scale"))
+    checkpoint_every: int = _value(1000, "steps between checkpoints (also one per epoch)", 1,
+                                   roles=("resume", "scale"))
+    keep_last: int = _value(3, "newest checkpoints kept (plus epoch milestones)", 1,
+                            roles=("resume", "scale"))
+    milestone_every: int = _value(10, "keep the checkpoint of every N-th epoch", 1,
+                                  roles=("resume", "scale"))
     not_learning_epochs: int = _value(5, "report 'not learning' when the training loss stays at "
                                       "chance level, ln(classes), this many epochs in a row (not "
-                                      "in the paper; 0 = off; watchdog.py)", 0)
+                                      "in the paper; 0 = off; watchdog.py)", 0,
+                                      roles=("resume", "scale"))
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(_Section):
     """§6: ten crops (4 corners + centre, and flips), softmax averaged; also the centre crop."""
 
-    ten_crop: bool = _value(True, "§6: average softmax over 10 crops")
-    batch_size: int = _value(128, "images per evaluation batch", 1)
+    ten_crop: bool = _value(True, "§6: average softmax over 10 crops", roles=("resume", "eval"))
+    batch_size: int = _value(128, "images per evaluation batch", 1,
+                             roles=("resume", "eval", "scale"))
 
 
 @dataclass(frozen=True)
@@ -183,6 +248,20 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def keys_with(role: str, cls=None, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys whose field declares `role` (ROLES), in declaration order."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    cls = RunConfig if cls is None else cls
+    hints, keys = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += keys_with(role, hints[f.name], f"{prefix}{f.name}.")
+        elif role in f.metadata.get("roles", ()):
+            keys.append(prefix + f.name)
+    return tuple(keys)
 
 
 # --------------------------------------------------------------------------- building and checking
@@ -233,25 +312,17 @@ def build(cls, values: dict | None, where: str = ""):
     values = {} if values is None else values
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}", where or None)
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
                           f"valid keys here: {', '.join(fields)}", prefix + unknown[0])
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{where}.{name}" if where else name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = build(hint, value, key)
-            continue
-        try:
-            kwargs[name] = _check(value, hint, fields[name], key)
-        except ConfigError as err:
-            raise ConfigError(str(err), err.key or key) from None
-    return cls(**kwargs)
+    kwargs = {name: build(hints[name], value, f"{where}.{name}" if where else name)
+              if dataclasses.is_dataclass(hints[name]) else value
+              for name, value in values.items()}
+    return cls(**kwargs)        # each section checks its own values (_Section)
 
 
 def _check(value, hint, f: dataclasses.Field, key: str):

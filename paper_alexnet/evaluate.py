@@ -35,14 +35,11 @@ from data_prep.progress import seconds_left
 from paper_alexnet import checkpoint, config, distributed, metrics, preflight, results
 from paper_alexnet.precision import autocast, resolve_precision
 
-# What changes the pixels a network sees, or how its outputs are averaged: ensemble members must
-# agree on these (with split "train"/"train_holdout" also on which images the split holds).
-INPUT_KEYS = ("data.mean", "data.geometry", "model.input_size", "model.in_channels",
-              "model.num_classes")
-HOLDOUT_KEYS = ("schedule.signal_split", "data.holdout")
-# What `alexnet eval` may set (key=value): how the evaluation runs, never what the network is.
-EVAL_SETTINGS = ("data.workers", "data.backend", "eval.batch_size", "eval.ten_crop",
-                 "model.devices", "train.precision", "train.channels_last")
+# Declared on the config fields (config.ROLES): what ensemble members must agree on (on a train
+# split also which images it holds), and what `alexnet eval` may set.
+INPUT_KEYS = config.keys_with("input")
+HOLDOUT_KEYS = config.keys_with("holdout")
+EVAL_SETTINGS = config.keys_with("eval")
 PROGRESS_EVERY_S = 10.0
 
 

@@ -92,10 +92,8 @@ def conv1_padding(mode: str, height: int, width: int) -> tuple[int, int, int, in
     """
     if mode == "alex":
         return 0, (11 - width) % 4, 0, (11 - height) % 4
-    if mode in ("none", "1", "2"):
-        p = 0 if mode == "none" else int(mode)
-        return p, p, p, p
-    raise ConfigError(f"model.conv1_padding: {mode!r} is not one of alex, none, 1, 2")
+    p = 0 if mode == "none" else int(mode)
+    return p, p, p, p
 
 
 def architecture(config: ModelConfig) -> list[Layer]:
@@ -107,10 +105,6 @@ def architecture(config: ModelConfig) -> list[Layer]:
     sizes stay 55 → 27 → 13 → 6; the next layer takes the channels the removed one received. Removing
     conv3 keeps the crossing where it was: conv4 then takes both towers' conv2 output (256 channels).
     """
-    if config.layout not in WIDTHS:
-        raise ConfigError(f"model.layout: {config.layout!r} is not one of {', '.join(WIDTHS)}")
-    if config.pooling not in ("overlapping", "non_overlapping"):
-        raise ConfigError(f"model.pooling: {config.pooling!r} is not overlapping/non_overlapping")
     widths = WIDTHS[config.layout]
     towers = 2 if config.layout == "two_towers" else 1
     z = 3 if config.pooling == "overlapping" else 2          # §3.4: z=3, s=2 (or z=2, s=2)
@@ -189,8 +183,6 @@ class AlexNet(nn.Module):
         if config.arch != "alexnet":
             raise ConfigError(f"model.arch: AlexNet cannot build {config.arch!r}; use "
                               f"paper_alexnet.model.build(config)")
-        if config.activation not in ("relu", "tanh"):
-            raise ConfigError(f"model.activation: {config.activation!r} is not relu or tanh")
         if config.init_bias != 0.0 or tuple(config.tanh_scale) != (1.0, 1.0):
             raise ConfigError("model.init_bias and model.tanh_scale belong to the Figure 1 net "
                               "(model.arch=cifar10_4layer); AlexNet's biases are set by "
@@ -301,23 +293,19 @@ def parametrised_layers(model: AlexNet):
 def init_weights(model: AlexNet, scheme: str = "paper") -> None:
     """§5: weights ~ N(0, 0.01) everywhere; bias 1 in conv2, conv4, conv5, fc6, fc7, else 0.
     "caffe" (bvlc_alexnet): std 0.005 in fc6 and fc7, bias 0.1 where the paper puts 1."""
-    if scheme not in ("paper", "caffe"):
-        raise ConfigError(f"model.init: {scheme!r} is not paper or caffe")
+    fc_std, bias_one = {"paper": (0.01, 1.0), "caffe": (0.005, 0.1)}[scheme]   # model.init
     with torch.no_grad():
         for name, module in parametrised_layers(model):
-            std = 0.005 if scheme == "caffe" and name in ("fc6", "fc7") else 0.01
-            module.weight.normal_(0.0, std)
-            module.bias.fill_((1.0 if scheme == "paper" else 0.1) if name in BIAS_ONE else 0.0)
+            module.weight.normal_(0.0, fc_std if name in ("fc6", "fc7") else 0.01)
+            module.bias.fill_(bias_one if name in BIAS_ONE else 0.0)
 
 
 def build(config: ModelConfig, devices=None) -> nn.Module:
     """The network `config.arch` names, AlexNet or the four-layer CIFAR-10 net of Figure 1, placed
     on `devices` (default: `config.devices`, whose default "auto" takes the GPUs there are)."""
     devices = config.devices if devices is None else devices
-    if config.arch == "alexnet":
-        return AlexNet(config, devices)
     if config.arch == "cifar10_4layer":
         from paper_alexnet.cifar_net import Figure1Net   # lazy: owned by the experiments
         device, _ = resolve_devices(devices)
         return Figure1Net(config).to(device)
-    raise ConfigError(f"model.arch: {config.arch!r} is not one of alexnet, cifar10_4layer")
+    return AlexNet(config, devices)

@@ -24,15 +24,10 @@ import torch
 
 from paper_alexnet import checkpoint, config, distributed, optim, preflight, results
 
-# Keys a resumed run may change (they do not change what is computed, only how long, how often it
-# is logged or saved, and where it runs): e.g. `alexnet train --run-dir RUN train.epochs=120`
-# extends a run.
-RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.checkpoint_every", "train.keep_last",
-                     "train.milestone_every", "train.compile", "data.workers", "model.devices",
-                     "eval.batch_size", "eval.ten_crop", "train.not_learning_epochs")
-# Keys a resume changes only when asked by name (`--allow-change optim.lr`), as the paper's authors
-# lowered the rate by hand (§5); the change is logged as an "event" record.
-ON_REQUEST = ("optim.lr",)
+# What a resume may change, declared on the config fields (config.ROLES): e.g. `alexnet train
+# --run-dir RUN train.epochs=120` extends a run; `--allow-change optim.lr` lowers the rate by hand.
+RESUME_MAY_CHANGE = config.keys_with("resume")
+ON_REQUEST = config.keys_with("on_request")
 
 
 def resolve_run_config(requested, run_dir, saved_in_checkpoint: dict | None = None,

@@ -46,7 +46,8 @@ def allowed(annotation, meta: dict) -> str:
 
 
 def describe(cfg: config.RunConfig, only: list[str] = ()) -> list[str]:
-    """Three lines per key: `[*] section.key = value  (paper: default)`, what it may be, its §."""
+    """Per key: `[*] section.key = value  (paper: default)`, what it may be, its §, and its roles
+    (config.ROLES: what it means for resume, evaluation and recipes) when it has any."""
     paper = config.RunConfig()
     lines = []
     for section, cls in typing.get_type_hints(config.RunConfig).items():
@@ -61,7 +62,8 @@ def describe(cfg: config.RunConfig, only: list[str] = ()) -> list[str]:
             changed = value != default
             lines.append(f"{'*' if changed else ' '} {section}.{f.name} = {show_value(value)}"
                          + (f"   (paper: {show_value(default)})" if changed else ""))
-            for text in (allowed(hints[f.name], f.metadata), f.metadata["ref"]):
+            roles = [f"{r}: {config.ROLES[r]}" for r in f.metadata["roles"]]
+            for text in (allowed(hints[f.name], f.metadata), f.metadata["ref"], *roles):
                 lines += textwrap.wrap(text, WIDTH, initial_indent=" " * 6,
                                        subsequent_indent=" " * 8)
     return lines

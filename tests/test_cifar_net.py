@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from paper_alexnet.cifar_net import INIT_STD, Figure1Net
-from paper_alexnet.config import ModelConfig
+from paper_alexnet.config import ConfigError, ModelConfig
 from paper_alexnet.model import build
 
 
@@ -70,7 +70,7 @@ def test_channels_classes_and_build():
     assert isinstance(net, Figure1Net)
     assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 7)
     assert net.input_device == torch.device("cpu") == net.output_device
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(ConfigError, match="below the minimum 32"):   # config.py checks it
         Figure1Net(cfg(input_size=1))
 
 
@@ -117,7 +117,6 @@ def test_positive_initial_bias_in_the_hidden_layers_only():
     (dict(activation="relu", tanh_scale=(1.7, 0.6)), "applies to tanh units"),
 ])
 def test_bad_tanh_scale_is_a_config_error(kw, match):
-    from paper_alexnet.config import ConfigError
     with pytest.raises(ConfigError, match=match):
         Figure1Net(cfg(**kw))
 

@@ -188,3 +188,50 @@ def test_differences_name_each_changed_key_with_both_values():
     older = config.to_dict(RunConfig())
     del older["optim"]["lr"]
     assert config.differences(RunConfig(), older) == {"optim.lr": [None, 0.01]}
+
+
+# ----------------------------------------------- checked once, where a config is made; key roles
+
+@pytest.mark.parametrize("make", [
+    lambda: ModelConfig(layout="three_towers"),
+    lambda: dataclasses.replace(RunConfig().model, layout="three_towers"),
+    lambda: config.build(RunConfig, {"model": {"layout": "three_towers"}}),
+])
+def test_a_section_checks_its_values_however_it_is_made(make):
+    with pytest.raises(ConfigError, match="model.layout: 'three_towers' is not one of") as err:
+        make()
+    assert err.value.key == "model.layout"
+
+
+def test_a_section_made_in_python_is_coerced_as_from_yaml():
+    m = ModelConfig(devices=["cpu"], conv1_padding=1)
+    assert (m.devices, m.conv1_padding) == (("cpu",), "1")
+    assert config.OptimConfig(lr=1).lr == 1.0 and isinstance(config.OptimConfig(lr=1).lr, float)
+    with pytest.raises(ConfigError, match="schedule.factor: 1.5 must be below 1.0"):
+        config.ScheduleConfig(factor=1.5)
+
+
+def test_key_lists_are_read_from_the_fields_roles():
+    """The lists resume, evaluation and recipe matching use, as they were written by hand before
+    the roles were declared on the fields: a role dropped from a field changes one of them."""
+    from experiments import recipes
+    from paper_alexnet import evaluate, resume
+    assert set(resume.RESUME_MAY_CHANGE) == {
+        "train.epochs", "train.log_every", "train.checkpoint_every", "train.keep_last",
+        "train.milestone_every", "train.compile", "data.workers", "model.devices",
+        "eval.batch_size", "eval.ten_crop", "train.not_learning_epochs"}
+    assert resume.ON_REQUEST == ("optim.lr",)
+    assert set(evaluate.INPUT_KEYS) == {"data.mean", "data.geometry", "model.input_size",
+                                        "model.in_channels", "model.num_classes"}
+    assert set(evaluate.HOLDOUT_KEYS) == {"schedule.signal_split", "data.holdout"}
+    assert set(evaluate.EVAL_SETTINGS) == {"data.workers", "data.backend", "eval.batch_size",
+                                           "eval.ten_crop", "model.devices", "train.precision",
+                                           "train.channels_last"}
+    train_keys = {f"train.{f.name}" for f in dataclasses.fields(config.TrainConfig)}
+    assert set(recipes.SCALE_KEYS) == train_keys | {
+        "optim.batch_size", "eval.batch_size", "data.workers", "data.backend", "data.holdout",
+        "model.devices", "model.lrn_impl"}
+    with pytest.raises(ValueError, match="unknown role 'resumable'"):
+        config.keys_with("resumable")
+    with pytest.raises(ValueError, match="unknown role"):
+        config._value(1, "ref", roles=("resumable",))

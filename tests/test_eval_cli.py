@@ -49,7 +49,7 @@ def exit_status(argv) -> int:
     (["--out", "{run}/config.yaml/result.json"], ["config.yaml is a file, so nothing can be "
                                                    "written under it", "choose another path"]),
     (["--out", "{run}"], ["is a folder, not a file"]),
-    (["model.lrn=off"], ["model.lrn=off: alexnet eval takes only data.workers"]),
+    (["model.lrn=off"], ["model.lrn=off: alexnet eval takes only ", "data.workers"]),
     (["--device", "cuda:3"], ["'cuda:3' does not exist"]),
     (["--data", "{data}/val"], ["pass ROOT, not ROOT/val"]),
     (["--data", "{three}"], ["is a 4-class network (its model.num_classes) but",
