@@ -6,7 +6,7 @@ ImageNet is prepared (`alexnet prep imagenet`: shorter side 256, central crop, m
 trains the paper's two-tower network with the paper's recipe, evaluates it with the centre crop and
 with ten crops (§6), and writes DIR/report.md (+ DIR/curves.png with matplotlib) next to Table 2.
 
-Every change from the paper's recipe is a named value in experiments/configs/demo.yaml (its `demo:`
+Every change from the paper's recipe is a named value in experiments/demo.yaml (its `demo:`
 section sizes the synthetic dataset); the report lists each one, computed from the config itself.
 The data is synthetic: the errors say the pipeline learns, not what AlexNet scores on ImageNet.
 """
@@ -27,7 +27,7 @@ from data_prep.files import write_atomic
 from experiments.paper_numbers import PAPER_ROWS
 from paper_alexnet import config
 
-RECIPE = config.RECIPE_DIR / "demo.yaml"
+RECIPE = Path(__file__).with_name("demo.yaml")   # the demo's own settings, not a run recipe
 TABLE2 = PAPER_ROWS["ilsvrc2012_1cnn"]     # §6 Table 2, "1 CNN", ILSVRC-2012 val, ten crops
 DATA, TRAIN = "1. generate + prepare synthetic data", "2. train (§5)"
 
@@ -180,7 +180,7 @@ def report(out: Path, cfg, demo: dict, result: dict, timings: dict, quick: bool,
         f"{TABLE2.top5}% | 10 |", "",
         f"Validation split: {result['images']} images, each seen once; checkpoint evaluated: the "
         f"final one ({Path(result['checkpoints'][0]).name}), not a best-of.", "",
-        "## Changes from the paper's recipe (experiments/configs/demo.yaml)", "",
+        "## Changes from the paper's recipe (experiments/demo.yaml)", "",
         *[f"- {d}" for d in deviations(cfg)], "",
         "## Time per stage", "",
         *stage_times(out, timings, reused), "",
@@ -232,15 +232,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="output directory (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="a shortened demo (tests use it): "
                         "tiny dataset, one short epoch; shows the pipeline, not learning")
-    parser.add_argument("--recipe", default=RECIPE.stem, help="the demo's recipe: a YAML file, "
-                        "or a name in experiments/configs (default: %(default)s)")
+    parser.add_argument("--recipe", type=Path, help="the demo's settings: a YAML file with a "
+                        "demo: section, e.g. an edited copy of experiments/demo.yaml (default: "
+                        "experiments/demo.yaml itself)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="config overrides on top of the recipe (e.g. train.epochs=1; "
                         "`alexnet config` lists every key)")
     args = parser.parse_args(argv)
     from paper_alexnet.preflight import EXIT_USAGE, StartError
     try:
-        run_demo(Path(args.out), args.quick, Path(args.recipe), args.overrides)
+        run_demo(Path(args.out), args.quick, args.recipe or RECIPE, args.overrides)
     except (config.ConfigError, StartError) as err:
         print(f"alexnet demo: {err}", file=sys.stderr)
         return EXIT_USAGE

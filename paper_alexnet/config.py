@@ -402,15 +402,14 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     return values
 
 
-# The experiments' recipes (experiments/configs/*.yaml), found by name from any directory. demo.yaml
-# also sizes the demo's synthetic dataset, so it is not a run recipe (experiments/demo.py).
+# The experiments' recipes (experiments/configs/*.yaml, package data of `experiments`), found by
+# name from any directory.
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
-NOT_RECIPES = ("demo",)
 
 
 def recipe_names() -> list[str]:
     """Every run recipe's name (its file stem in experiments/configs), sorted."""
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if p.stem not in NOT_RECIPES)
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
 def find_config(name: str | Path) -> Path:
@@ -451,10 +450,6 @@ def load(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfi
     """The config of a run: defaults (the paper) <- YAML file <- command-line overrides. An error
     says where the bad value came from: the command line (naming the override) or the file."""
     values = read_yaml(path) if path is not None else {}
-    if "demo" in values and isinstance(values.get("demo"), dict):
-        raise ConfigError(f"{find_config(path)} holds the demo's own settings (its demo: section "
-                          f"sizes the synthetic dataset), not a run recipe: run `alexnet demo` "
-                          f"(`alexnet demo --recipe FILE` for a copy you edited)", "demo")
     return build_with_overrides(cls, values, overrides, path)
 
 

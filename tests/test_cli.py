@@ -3,6 +3,7 @@ and shows its default, `alexnet config` lists every key, a recipe is found by na
 directory, and bad command lines are one line and exit 2 without touching anything."""
 import argparse
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -323,13 +324,16 @@ def test_config_header_names_the_file_used_when_a_file_shadows_a_recipe(capsys, 
     assert capsys.readouterr().out.startswith("Config from recipe no_lrn (no_lrn.yaml)")
 
 
-def test_the_demo_recipe_is_refused_as_a_run_config_naming_alexnet_demo(tmp_path, capsys):
+def test_the_demos_settings_are_not_a_recipe_and_not_a_run_config(tmp_path, capsys):
+    """demo.yaml lives beside the demo, out of the recipes: by name it is no recipe, and as a file
+    its demo: section is an unknown key (one line, exit 2, nothing written)."""
     from paper_alexnet.train import main as train
     from paper_alexnet.show_config import main as show
-    for run, argv in ((train, ["--config", "demo", "--data", str(tmp_path), "--run-dir",
-                               str(tmp_path / "run")]), (show, ["--recipe", "demo"])):
-        assert run(argv) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "the demo's own settings" in err[0] and \
-            "run `alexnet demo`" in err[0], err
+    demo_yaml = str(Path(__file__).resolve().parent.parent / "experiments" / "demo.yaml")
+    for given, said in (("demo", "no recipe of that name"), (demo_yaml, "unknown key(s) demo")):
+        for run, argv in ((train, ["--config", given, "--data", str(tmp_path), "--run-dir",
+                                   str(tmp_path / "run")]), (show, ["--recipe", given])):
+            assert run(argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and said in err[0], err
     assert not (tmp_path / "run").exists()

