@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+from data_prep import exits
+
 VERBS = {
     "imagenet": "raw ILSVRC-2012/2010 (official tars or folders) -> prepared ROOT",
     "images": "any class-folder dataset (train/<class>/*, val/ or test/) -> prepared ROOT",
@@ -115,38 +117,19 @@ def run_prep(verb: str, out: str, work, inputs=()) -> int:
     is exit 2 before any work; SIGTERM or Ctrl-C stops it with exit 75 (its finished chunks are
     kept: the same command resumes)."""
     from data_prep.files import overlap_problem, paths_problem
-    from data_prep.imagenet import InputError
-    from data_prep.interrupt import EXIT_STOPPED, Interrupted, stop_at_once
-    from data_prep.pipeline import PrepError
-    from data_prep.shards import WrittenOnce
+    from data_prep.interrupt import Interrupted, stop_at_once
 
-    problem = paths_problem(inputs, out)
-    if problem:
-        print(f"alexnet prep {verb}: {problem}", file=sys.stderr)
-        return 2
-    problem = overlap_problem(out, "--out", inputs, itself=("dataset",))
-    if problem:
-        print(f"alexnet prep {verb}: {problem}", file=sys.stderr)
-        return 2
-    try:
+    def checked_work():
+        problem = (paths_problem(inputs, out)
+                   or overlap_problem(out, "--out", inputs, itself=("dataset",)))
+        if problem:
+            raise exits.UsageError(problem)
         with stop_at_once():
             work()
-    except WrittenOnce as e:  # nothing was changed: a bad command line
-        print(f"alexnet prep {verb}: {e}", file=sys.stderr)
-        return 2
-    except Interrupted as e:
-        print(f"alexnet prep {verb}: stopped by {e.signal_name}; the finished chunks are kept: "
-              f"run the same command again to resume (exit status {EXIT_STOPPED})",
-              file=sys.stderr)
-        return EXIT_STOPPED
-    except (InputError, PrepError) as e:
-        print(f"alexnet prep {verb}: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # an unreadable input or output: name it, keep the finished chunks
-        print(f"alexnet prep {verb}: {e}; fix it and re-run the same command (finished work "
-              f"is kept)", file=sys.stderr)
-        return 1
-    return 0
+    return exits.run(f"alexnet prep {verb}", checked_work, hints={
+        Interrupted: f"the finished chunks are kept: run the same command again to resume (exit "
+                     f"status {exits.STOPPED})",
+        OSError: "fix it and re-run the same command (finished work is kept)"})
 
 
 def main_imagenet(argv) -> int:
@@ -266,11 +249,11 @@ def main_stats(argv) -> int:
     p.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a "
                    "table")
     args = p.parse_args(argv)
-    try:
-        ours = stats.load(args.root)
-    except FileNotFoundError as e:
-        print(f"alexnet prep stats: {e}", file=sys.stderr)
-        return 1
+    loaded = {}
+    code = exits.run("alexnet prep stats", lambda: loaded.update(ours=stats.load(args.root)))
+    if code != exits.DONE:
+        return code
+    ours = loaded["ours"]
     other = not_ilsvrc(args.root)
     if other:   # Alex's numbers are ILSVRC-2012's: beside CIFAR-10's they would mean nothing
         import numpy as np

@@ -3,7 +3,7 @@
 A scheduler's SIGTERM (timeout, SLURM, `kill -TERM -- -PGID`) and a terminal's Ctrl-C reach the
 whole process group. Inside `stop_at_once()` either signal raises `Interrupted` (a
 KeyboardInterrupt) in the main process, which the command reports in one line and exits with
-EXIT_STOPPED = 75, "run the same command again", as a preempted `alexnet train`. Prep keeps its
+exits.STOPPED = 75, "run the same command again", as a preempted `alexnet train`. Prep keeps its
 finished chunks (its files are written to temporary names and renamed, so a stop at any moment
 leaves what a SIGKILL would: tests/test_faults_prep.py); eval writes its result only at the end.
 Worker pools start with `ignore_ctrl_c`: the main process alone decides, and ends them with
@@ -15,15 +15,16 @@ import contextlib
 import signal
 import threading
 
-EXIT_STOPPED = 75     # sysexits.h EX_TEMPFAIL, as paper_alexnet.preemption.EXIT_PREEMPTED
+from data_prep import exits
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Interrupted(KeyboardInterrupt):
+class Interrupted(exits.Stopped, KeyboardInterrupt):
     """SIGTERM or SIGINT arrived; `signal_name` says which."""
 
     def __init__(self, signal_name: str):
-        super().__init__(signal_name)
+        super().__init__(f"stopped by {signal_name}")
         self.signal_name = signal_name
 
 

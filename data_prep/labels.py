@@ -12,12 +12,12 @@ import tarfile
 
 import numpy as np
 
-from data_prep import matfile
+from data_prep import exits, matfile
 
 NAME_FILES = ("synset_words.txt", "LOC_synset_mapping.txt")  # "wnid words…" per line
 
 
-class InputError(Exception):
+class InputError(exits.Failure):
     """The input directory does not hold a layout we know, or its labels are inconsistent."""
 
 

@@ -34,7 +34,7 @@ import zipfile
 import numpy as np
 from PIL import Image
 
-from data_prep import blas, sources, stats
+from data_prep import blas, exits, sources, stats
 from data_prep.anomalies import Rejected, decode
 from data_prep.imagenet import read_source
 from data_prep.interrupt import ignore_ctrl_c
@@ -52,7 +52,7 @@ FAILURES = ("rejected", "skipped", "missing")  # anomaly kinds counted against -
 QUALITY = 95
 
 
-class PrepError(Exception):
+class PrepError(exits.Failure):
     """Preparation stopped; the message says why and what to do."""
 
 

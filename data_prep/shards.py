@@ -32,7 +32,7 @@ import os
 
 import numpy as np
 
-from data_prep import stats
+from data_prep import exits, stats
 from data_prep.files import AtomicFile, npz_bytes, sha256_file, write_atomic
 
 FORMAT_VERSION = 1
@@ -44,11 +44,11 @@ ENCODINGS = ("jpeg", "raw")
 DEFAULT_SHARD_BYTES = 1 << 30  # "a few large files": ~37 for ILSVRC-2012 train at q95
 
 
-class FormatError(Exception):
+class FormatError(exits.Failure):
     """A prepared split directory is missing, incomplete, or does not match its manifest."""
 
 
-class WrittenOnce(Exception):
+class WrittenOnce(exits.UsageError):
     """§2 prepared data is written once (docs/ARCHITECTURE.md decision 4): the output already holds
     a split made from other inputs or options, or files that are not a prepared split, which this
     prep would replace. Nothing was changed; the message names the folder and the way out."""

@@ -30,9 +30,10 @@ import zlib
 
 import numpy as np
 
+from data_prep import exits
 from data_prep.files import overlap_problem, paths_problem, sha256_file
-from data_prep.interrupt import EXIT_STOPPED, Interrupted, stop_at_once
-from data_prep.shards import WrittenOnce, existing_split, write_split
+from data_prep.interrupt import Interrupted, stop_at_once
+from data_prep.shards import existing_split, write_split
 
 CIFAR_ARCHIVE, CIFAR_FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
 CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "val": ["test_batch"]}
@@ -44,7 +45,7 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # 0x08 = unsigned byte; last byte = number of dims
 
 
-class SmallDataError(Exception):
+class SmallDataError(exits.Failure):
     """A CIFAR-10 or Fashion-MNIST input file is missing, malformed or unsafe; names the file."""
 
 
@@ -272,29 +273,24 @@ def _main(kind: str, argv) -> int:
     p.add_argument("--download", action="store_true",
                    help="download into --input first with torchvision (never done otherwise)")
     args = p.parse_args(argv)
-    problem = (paths_problem([] if args.download else [("--input", args.input)], args.out)
-               or overlap_problem(args.out, "--out", [("--input", args.input)],
-                                  itself=("dataset",)))
-    if problem:
-        print(f"alexnet prep {kind}: {problem}", file=sys.stderr)
-        return 2
-    try:
+    manifests = {}
+
+    def work():
+        problem = (paths_problem([] if args.download else [("--input", args.input)], args.out)
+                   or overlap_problem(args.out, "--out", [("--input", args.input)],
+                                      itself=("dataset",)))
+        if problem:
+            raise exits.UsageError(problem)
         with stop_at_once():
             if args.download:
                 _download(kind, args.input)
             dataset = (load_cifar10(args.input) if kind == "cifar10"
                        else load_fashion_mnist(args.input))
-            manifests = write_prepared(args.out, dataset, kind)
-    except WrittenOnce as e:  # nothing was changed: a bad command line
-        print(f"alexnet prep {kind}: {e}", file=sys.stderr)
-        return 2
-    except Interrupted as e:     # the shards are written to temporary names: none is half there
-        print(f"alexnet prep {kind}: stopped by {e.signal_name}: run the same command again "
-              f"(exit status {EXIT_STOPPED})", file=sys.stderr)
-        return EXIT_STOPPED
-    except SmallDataError as e:
-        print(f"alexnet prep {kind}: {e}", file=sys.stderr)
-        return 1
+            manifests.update(write_prepared(args.out, dataset, kind))
+    code = exits.run(f"alexnet prep {kind}", work, hints={   # shards are renamed when whole
+        Interrupted: f"run the same command again (exit status {exits.STOPPED})"})
+    if code != exits.DONE:
+        return code
     for split, m in manifests.items():
         print(f"{kind}: {os.path.join(args.out, split)}: {m['count']} images "
               f"{tuple(m['image_shape'])}, {m['num_classes']} classes"

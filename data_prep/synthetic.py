@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep import exits
 from data_prep.files import output_problem, overlap_problem, write_atomic
 from data_prep.synthetic_images import class_design, image_bytes
 
@@ -275,16 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="include a PNG named .JPEG, CMYK JPEGs and a grayscale JPEG, as in "
                              "the real ILSVRC-2012 (docs/paper.md §1)")
     args = parser.parse_args(argv)
-    problem = output_problem(args.out)
-    if problem:
-        print(f"alexnet prep synthetic: OUT {args.out}: {problem}: choose another folder",
-              file=sys.stderr)
-        return 2
-    problem = overlap_problem(args.out, "OUT")
-    if problem:
-        print(f"alexnet prep synthetic: {problem}", file=sys.stderr)
-        return 2
-    last = [0.0]
+    last, summary = [0.0], {}
 
     def progress(done, total):
         now = time.perf_counter()
@@ -292,16 +284,20 @@ def main(argv: list[str] | None = None) -> int:
             last[0] = now
             print(f"synthetic: {done}/{total} images", file=sys.stderr)
 
-    try:
-        summary = generate(args.out, args.classes, args.train_per_class, args.val_per_class,
-                           args.layout, args.seed, args.anomalies, args.workers, progress)
-    except ValueError as err:
-        print(f"alexnet prep synthetic: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:      # e.g. a full disk: what was written is a partial dataset
-        print(f"alexnet prep synthetic: {err}; fix it and run the same command again (the output "
-              "is deterministic)", file=sys.stderr)
-        return 1
+    def work():
+        problem = output_problem(args.out)
+        if problem:
+            raise exits.UsageError(f"OUT {args.out}: {problem}: choose another folder")
+        problem = overlap_problem(args.out, "OUT")
+        if problem:
+            raise exits.UsageError(problem)
+        summary.update(generate(args.out, args.classes, args.train_per_class,
+                                args.val_per_class, args.layout, args.seed, args.anomalies,
+                                args.workers, progress))
+    code = exits.run("alexnet prep synthetic", work, usage=(ValueError,), hints={  # bad sizes
+        OSError: "fix it and run the same command again (the output is deterministic)"})
+    if code != exits.DONE:       # after a full disk, what was written is a partial dataset
+        return code
     if summary["unchanged"]:
         print(f"synthetic: {args.out} already holds these {summary['train']} train + "
               f"{summary['val']} val images (same options): nothing written")

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from data_prep import exits
 from data_prep.files import output_problem
 from experiments.bench_measure import (Setting, fast_setting, make_prepared_set,
                                        measure_end_to_end, measure_lrn, measure_pipeline,
@@ -281,20 +282,29 @@ def main(argv: list[str] | None = None) -> int:
                         "versions and date, to this JSON file (default: none, print only)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return exits.run("alexnet bench", lambda: measure(args, device, argv))
+
+
+def usage_problem(args, device: str) -> str | None:
+    """What makes the command unable to start (checked first: the measurement takes minutes)."""
     for flag, value in (("--batch", args.batch), ("--threads", args.threads)):
         if value is not None and value < 1:
-            print(f"alexnet bench: {flag} {value}: must be at least 1", file=sys.stderr)
-            return 2
+            return f"{flag} {value}: must be at least 1"
     problem = args.json and output_problem(args.json, "file")
-    if problem:     # checked first: the measurement takes minutes
-        print(f"alexnet bench: --json {args.json}: {problem}: choose another file",
-              file=sys.stderr)
-        return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if problem:
+        return f"--json {args.json}: {problem}: choose another file"
     if device == "cuda" and not torch.cuda.is_available():
-        print("alexnet bench: --device cuda: no CUDA device is visible (torch.cuda.is_available() "
-              "is False); use --device cpu", file=sys.stderr)
-        return 2
+        return ("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False); "
+                "use --device cpu")
+    return None
+
+
+def measure(args, device: str, argv) -> None:
+    """Time everything, print the report, write --json."""
+    problem = usage_problem(args, device)
+    if problem:
+        raise exits.UsageError(problem)
     batch = args.batch if args.batch is not None else (16 if args.quick else 128)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -307,7 +317,6 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1, default=str) + "\n")
         print(f"\nwrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":

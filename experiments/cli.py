@@ -10,9 +10,9 @@ command again to resume), as `alexnet train`.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from data_prep import exits
 from experiments import paper_numbers
 
 # name -> (its line in `alexnet experiment --help`, its description in `alexnet experiment NAME -h`)
@@ -293,31 +293,19 @@ def _relu_vs_tanh_problem(args) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep.shards import FormatError
-    from paper_alexnet.checkpoint import CheckpointError
-    from paper_alexnet.config import ConfigError
-    from paper_alexnet.evaluate import EvaluationError
-    from paper_alexnet.preemption import EXIT_ABORTED, EXIT_PREEMPTED, Preempted
-    from experiments.runner import RunsFailed, between_runs
+    from experiments.runner import between_runs
     args = parser().parse_args(argv)
-    problem = check(args)
-    if problem:
-        print(f"alexnet experiment {args.command}: {problem}", file=sys.stderr)
-        return 2
-    try:
+    made = []                       # what run() wrote: the report (or generate's data)
+
+    def work():
+        problem = check(args)
+        if problem:
+            raise exits.UsageError(problem)
         with between_runs():
-            path = run(args)
-    except Preempted as err:      # a resumable stop, as `alexnet train` reports it
-        print(f"alexnet experiment {args.command}: {err}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except KeyboardInterrupt:     # a second Ctrl-C: out now, as `alexnet train` does
-        print(f"alexnet experiment {args.command}: aborted by a second Ctrl-C; finished runs and "
-              "checkpoints are intact (one being written is discarded): run the same command to "
-              "resume", file=sys.stderr)
-        return EXIT_ABORTED
-    except (ConfigError, FileNotFoundError, ValueError, FormatError, CheckpointError,
-            EvaluationError, RunsFailed, OSError) as err:
-        print(f"alexnet experiment {args.command}: {err}", file=sys.stderr)
-        return 1
-    print(f"{'data' if args.command == 'generate' else 'report'}: {path}")
-    return 0
+            made.append(run(args))
+    code = exits.run(f"alexnet experiment {args.command}", work, failures=(ValueError,), aborted="aborted by a second Ctrl-C",
+                     hints={KeyboardInterrupt: "finished runs and checkpoints are intact (one "
+                            "being written is discarded): run the same command to resume"})
+    if code == exits.DONE:
+        print(f"{'data' if args.command == 'generate' else 'report'}: {made[0]}")
+    return code

@@ -17,12 +17,12 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from data_prep import exits
 from data_prep.files import write_atomic
 from experiments.paper_numbers import PAPER_ROWS
 from paper_alexnet import config
@@ -239,13 +239,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="config overrides on top of the recipe (e.g. train.epochs=1; "
                         "`alexnet config` lists every key)")
     args = parser.parse_args(argv)
-    from paper_alexnet.preflight import EXIT_USAGE, StartError
-    try:
+
+    def work():
         run_demo(Path(args.out), args.quick, args.recipe or RECIPE, args.overrides)
-    except (config.ConfigError, StartError) as err:
-        print(f"alexnet demo: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
+    return exits.run("alexnet demo", work, usage=(config.ConfigError,))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep import exits
 from experiments.generated import _idx
 
 SIDE = 28
@@ -123,7 +124,7 @@ def ilsvrc_sample(src: Path, out: Path) -> dict:
     return {"images": len(files), "classes": len(words)}
 
 
-class LayoutError(ValueError):
+class LayoutError(exits.UsageError, ValueError):
     """The input is not the release a command expects (a bad command line: exit 2)."""
 
 
@@ -238,25 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="prep processes (default: "
                    "%(default)s)")
     args = parser.parse_args(argv)
-    try:
+
+    def work():
         if args.command == "imagewoof":
             return imagewoof(args.src, args.root, args.workers)
         if args.command == "sample-stats":
             print("\n".join(sample_stats(args.root, args.resamples)))
-            return 0
+            return exits.DONE
         if args.command == "fashion-mnist-prefix":
             summary = fashion_mnist_prefix(args.src, args.out, args.count, args.test)
         else:
             summary = ilsvrc_sample(args.src, args.out)
-    except LayoutError as err:
-        print(f"real_data {args.command}: {err}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as err:
-        print(f"real_data {args.command}: {err}", file=sys.stderr)
-        return 1
-    print(f"{args.command}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
-    return 0
-
+        print(f"{args.command}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    return exits.run(f"real_data {args.command}", work, failures=(ValueError,))  # LayoutError: 2
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from data_prep import exits
 from data_prep.files import output_problem
 from experiments import ablate, course_notes, relu_vs_tanh, report, reproduce
 
@@ -70,27 +71,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default: EXP_DIR/report, or the "
                         "first RUN_DIR's report/)")
     args = parser.parse_args(argv)
-    bad = problem(args.runs, args.out)
-    if bad:
-        print(f"alexnet report: {bad}", file=sys.stderr)
-        return 2
-    manifest = args.runs[0] / "experiment.json"
-    try:
-        if manifest.is_file():
-            path = regenerate(args.runs[0], json.loads(manifest.read_text()), args.out)
-        else:
-            path = report.runs_report(args.runs, args.out or args.runs[0] / "report")
-            for d in args.runs:
-                if not (d / "result.json").is_file():
-                    print(f"note: {d} has no result.json (not evaluated): "
-                          f"{report.NOT_EVALUATED_HINT.replace('RUN', str(d), 1)}",
-                          file=sys.stderr)
-    except (OSError, ValueError) as err:        # ConfigError is a ValueError
-        print(f"alexnet report: {err}", file=sys.stderr)
-        return 1
-    print(f"report: {path}")
-    return 0
+    made = []
 
+    def work():
+        bad = problem(args.runs, args.out)
+        if bad:
+            raise exits.UsageError(bad)
+        manifest = args.runs[0] / "experiment.json"
+        if manifest.is_file():
+            made.append(regenerate(args.runs[0], json.loads(manifest.read_text()), args.out))
+            return
+        made.append(report.runs_report(args.runs, args.out or args.runs[0] / "report"))
+        for d in args.runs:
+            if not (d / "result.json").is_file():
+                print(f"note: {d} has no result.json (not evaluated): "
+                      f"{report.NOT_EVALUATED_HINT.replace('RUN', str(d), 1)}", file=sys.stderr)
+    code = exits.run("alexnet report", work, failures=(ValueError,))
+    if code == exits.DONE:
+        print(f"report: {made[0]}")
+    return code
 
 if __name__ == "__main__":
     raise SystemExit(main())

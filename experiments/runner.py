@@ -21,6 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
+from data_prep import exits
 from data_prep.files import write_atomic
 from paper_alexnet import checkpoint, config, metrics, preemption
 
@@ -28,7 +29,7 @@ DIVERGED = "DIVERGED"
 FAILED = "FAILED"
 
 
-class RunsFailed(RuntimeError):
+class RunsFailed(exits.Failure, RuntimeError):
     """Some runs of an experiment failed (each has RUN/FAILED); the others and the report were
     still done."""
 

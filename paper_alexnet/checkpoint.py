@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep import exits
 from data_prep.files import AtomicFile, sha256_file, write_atomic
 from paper_alexnet import config as config_lib
 from paper_alexnet import model as model_lib
@@ -49,7 +50,7 @@ from paper_alexnet import model as model_lib
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(exits.Failure, RuntimeError):
     """A checkpoint file that cannot be used (missing, corrupt, unsafe)."""
 
 

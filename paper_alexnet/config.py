@@ -18,8 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from data_prep import exits
 
-class ConfigError(ValueError):
+
+class ConfigError(exits.Failure, ValueError):
     """A config file or override that does not describe a valid run; `key` names the offending
     dotted key when there is one (so `load` can say whether the file or the command line set it)."""
 

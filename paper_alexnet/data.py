@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data_prep import shards
+from data_prep import exits, shards
 from data_prep import stats as prep_stats
 from paper_alexnet import augment
 
 HOLDOUT_KEY = 2012  # fixed, not the run's seed: every run holds out the same train images
 
 
-class DataError(ValueError):
+class DataError(exits.Failure, ValueError):
     """The prepared data cannot serve this config (too few images for a batch, images smaller
     than the crops, …); the message names the folder and the key to change."""
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep import exits
 from data_prep.progress import seconds_left
 from paper_alexnet import checkpoint, config, distributed, metrics, preflight, results
 from paper_alexnet.precision import autocast, resolve_precision
@@ -43,7 +44,7 @@ EVAL_SETTINGS = config.keys_with("eval")
 PROGRESS_EVERY_S = 10.0
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(exits.Failure, RuntimeError):
     """An evaluation that would not be a fair count (images missed or counted twice, mismatched
     ensemble members)."""
 
@@ -246,12 +247,34 @@ def _asks_ten_crop(item: str) -> bool:
         return False
 
 
+def _start(args, out: Path, overrides: list[str], world, say) -> tuple[list, str | None]:
+    """The checks before anything is evaluated or written (StartError, exit 2): the output path,
+    the settings, the checkpoints; (checkpoints, a warning about the one chosen or None)."""
+    from data_prep.files import output_problem, overlap_problem
+    if world.is_main:
+        problem = output_problem(out, "file")
+        if problem:
+            raise preflight.StartError(f"{'--out' if args.out else 'result file'} {out}: "
+                                       f"{problem}: choose another path")
+        problem = overlap_problem(out, "--out" if args.out else "result file",
+                                  [("--data", args.data)], runs=False)
+        if problem:
+            raise preflight.StartError(problem)
+    check_settings(overrides)
+    if args.run_dir is None:
+        for p in args.checkpoint:
+            if not Path(p).is_file():
+                raise preflight.StartError(f"--checkpoint {p} does not exist")
+        return args.checkpoint, None
+    path, warning, line = results.run_checkpoint(args.run_dir)
+    say and say(line)
+    return [path], warning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done; 2 the command cannot start as given (nothing evaluated or written);
     1 the evaluation failed; 75 stopped by SIGTERM or Ctrl-C (nothing written)."""
-    from data_prep.files import output_problem, overlap_problem
-    from data_prep.interrupt import EXIT_STOPPED, Interrupted, stop_at_once
-    from data_prep.shards import FormatError
+    from data_prep.interrupt import Interrupted, stop_at_once
     parser = argparse.ArgumentParser(prog="alexnet eval", description="Top-1/top-5 error (§6) "
                                      "with the centre crop and ten crops; several checkpoints = "
                                      "an ensemble (softmax average).")
@@ -284,45 +307,25 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "result.json"
     world = distributed.init_from_env()
     say = print if world.is_main else None
-    warning = None
-    try:
+    warning, result = None, {}
+
+    def work():
+        nonlocal warning
         with preflight.starting():
-            if world.is_main:
-                problem = output_problem(out, "file")
-                if problem:
-                    raise preflight.StartError(f"{'--out' if args.out else 'result file'} {out}: "
-                                               f"{problem}: choose another path")
-                problem = overlap_problem(out, "--out" if args.out else "result file",
-                                          [("--data", args.data)], runs=False)
-                if problem:
-                    raise preflight.StartError(problem)
-            check_settings(overrides)
-            if args.run_dir is not None:
-                path, warning, line = results.run_checkpoint(args.run_dir)
-                checkpoints = [path]
-                say and say(line)
-            else:
-                checkpoints = args.checkpoint
-                for p in checkpoints:
-                    if not Path(p).is_file():
-                        raise preflight.StartError(f"--checkpoint {p} does not exist")
+            checkpoints, warning = _start(args, out, overrides, world, say)
         if warning and world.is_main:
             print(f"alexnet eval: WARNING: {warning}", file=sys.stderr, flush=True)
         with stop_at_once():
-            result = evaluate(checkpoints, args.data, args.split, ten_crop=None,
-                              batch_size=args.batch_size, overrides=overrides, say=say)
-    except Interrupted as err:       # SIGTERM or Ctrl-C: the result is written only at the end
-        print(f"alexnet eval: stopped by {err.signal_name}; nothing was written: run the same "
-              f"command again (exit status {EXIT_STOPPED})", file=sys.stderr)
-        return EXIT_STOPPED
-    except preflight.StartError as err:
-        print(f"alexnet eval: {err}", file=sys.stderr)
-        return preflight.EXIT_USAGE
-    except (EvaluationError, checkpoint.CheckpointError, FormatError, ValueError) as err:
-        print(f"alexnet eval: {err}", file=sys.stderr)
-        return 1
+            result.update(evaluate(checkpoints, args.data, args.split, ten_crop=None,
+                                   batch_size=args.batch_size, overrides=overrides, say=say))
+    try:             # a stop: the result is written only at the end
+        code = exits.run("alexnet eval", work, failures=(ValueError,), hints={
+            Interrupted: f"nothing was written: run the same command again (exit status "
+                         f"{exits.STOPPED})"})
     finally:
         distributed.shutdown(world)
+    if code != exits.DONE:
+        return code
     if not world.is_main:
         return 0
     unfinished = any(e is not None and e < p for e, p in zip(result["epochs"],

@@ -5,14 +5,14 @@ SIGTERM (what SLURM, Kubernetes, `docker stop` and torchrun send before killing)
 (Ctrl-C) only set a flag here (`StopRequest`). The training loop reads it after each step; when it
 is set, the loop finishes the step it is in, writes a checkpoint of that step, logs an "event"
 record {"event": "preempted"} and raises `Preempted`; `alexnet train` then exits with
-EXIT_PREEMPTED = 75 (EX_TEMPFAIL of sysexits.h: "a temporary failure; retry later"), so a job
+exits.STOPPED = 75 (EX_TEMPFAIL of sysexits.h: "a temporary failure; retry later"), so a job
 script can tell "preempted, resume me" (75) from "finished" (0), "failed" (1) and "bad command
 line" (2). Running the same command again resumes bit-identically (tests/test_faults_training.py).
 The first Ctrl-C says so on stderr ("stopping after this step and saving a checkpoint; Ctrl-C
 again to abort", written with os.write: a handler may interrupt a print). A second Ctrl-C stops
 at once (KeyboardInterrupt, even in the middle of writing that checkpoint: checkpoint.save writes
 to a temporary file and renames it, so the previous checkpoint stays valid; `alexnet train` then
-exits with EXIT_ABORTED = 130, 128 + SIGINT as shells report it). "At once" is at the end of the
+exits with exits.ABORTED = 130, 128 + SIGINT as shells report it). "At once" is at the end of the
 torch call in progress: Python runs signal handlers only between calls, and two SIGINTs that come
 during one long call (the backward pass of AlexNet on a CPU takes seconds) would run the handler
 once. So the handlers count the signals themselves, through `signal.set_wakeup_fd`, where Python
@@ -36,8 +36,8 @@ import threading
 
 import torch
 
-EXIT_PREEMPTED = 75   # sysexits.h EX_TEMPFAIL
-EXIT_ABORTED = 130    # a second Ctrl-C: 128 + SIGINT
+from data_prep import exits
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # What the first signal prints while training ({signal} is its name).
 TRAINING = {signal.SIGINT: "stopping after this step and saving a checkpoint; Ctrl-C again to "
@@ -45,14 +45,14 @@ TRAINING = {signal.SIGINT: "stopping after this step and saving a checkpoint; Ct
             signal.SIGTERM: "SIGTERM: stopping after this step and saving a checkpoint"}
 
 
-class Preempted(Exception):
+class Preempted(exits.Stopped, Exception):
     """Training stopped on a signal after writing the checkpoint of `global_step`."""
 
     def __init__(self, signal_name: str, global_step: int | None):
         where = (f"after step {global_step}; the checkpoint of step {global_step} is written"
                  if global_step is not None else "between two runs; every run done so far is saved")
         super().__init__(f"stopped by {signal_name} {where}: run the same command again to resume "
-                         f"(exit status {EXIT_PREEMPTED})")
+                         f"(exit status {exits.STOPPED})")
         self.signal_name, self.global_step = signal_name, global_step
 
 

@@ -17,16 +17,15 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from data_prep import exits
 from data_prep.files import raw_example
 from data_prep.shards import FormatError, PreparedSplit
 from paper_alexnet.config import ConfigError
 from paper_alexnet.data import DataError
 from paper_alexnet.placement import PlacementError
 
-EXIT_USAGE = 2     # the command cannot start as given; nothing was written
 
-
-class StartError(ValueError):
+class StartError(exits.UsageError, ValueError):
     """The command cannot start as given (a value, a path, a device, data that does not fit);
     nothing was written."""
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import textwrap
 import typing
 
+from data_prep import exits
 from paper_alexnet import config
 
 
@@ -82,28 +82,23 @@ def main(argv: list[str] | None = None) -> int:
     sections = typing.get_type_hints(config.RunConfig)
     known = set(sections) | set(config.flatten(config.to_dict(config.RunConfig())))
     unknown = [o for o in only if o not in known]
-    if unknown:
-        print(f"alexnet config: unknown section or key {unknown[0]!r}; sections: "
-              f"{', '.join(sections)} (run `alexnet config` for every key)", file=sys.stderr)
-        return 2
-    try:
+    def work():
+        if unknown:
+            raise exits.UsageError(f"unknown section or key {unknown[0]!r}; sections: "
+                                   f"{', '.join(sections)} (run `alexnet config` for every key)")
         cfg = config.load(args.recipe, overrides)
-    except config.ConfigError as err:
-        print(f"alexnet config: {err}", file=sys.stderr)
-        return 2
-    source = "the paper's defaults"
-    if args.recipe:
-        path = config.find_config(args.recipe)
-        source = (f"recipe {args.recipe} ({path.name})" if path.parent == config.RECIPE_DIR
-                  else f"the file {path}" + (f" (a file wins over the recipe {args.recipe})"
-                                             if args.recipe in config.recipe_names() else ""))
-    print(textwrap.fill(f"Config from {source}" + (f" with {' '.join(overrides)}" if overrides
-                                                   else "")
-                        + "; * = differs from the paper. Set a key on the command line of "
-                        "`alexnet train` (section.key=value) or in a recipe YAML.", WIDTH))
-    print("\n".join(describe(cfg, only)))
-    return 0
-
+        source = "the paper's defaults"
+        if args.recipe:
+            path = config.find_config(args.recipe)
+            source = (f"recipe {args.recipe} ({path.name})" if path.parent == config.RECIPE_DIR
+                      else f"the file {path}" + (f" (a file wins over the recipe {args.recipe})"
+                                                 if args.recipe in config.recipe_names() else ""))
+        print(textwrap.fill(f"Config from {source}" + (f" with {' '.join(overrides)}"
+                                                       if overrides else "")
+                            + "; * = differs from the paper. Set a key on the command line of "
+                            "`alexnet train` (section.key=value) or in a recipe YAML.", WIDTH))
+        print("\n".join(describe(cfg, only)))
+    return exits.run("alexnet config", work, usage=(config.ConfigError,))
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import sys
 
+from data_prep import exits
 from paper_alexnet import config as config_lib
 from paper_alexnet.config import ConfigError, ModelConfig, RunConfig
 
@@ -197,13 +198,10 @@ def main(argv=None) -> int:
                         help="model overrides, e.g. lrn=off or model.removed_layer=conv3")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     from paper_alexnet.placement import PlacementError
-    try:
-        cfg = model_config(args.config, args.preset, args.overrides)
-        print(render(cfg))
-    except (ConfigError, PlacementError) as err:
-        print(f"alexnet summary: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    def work():
+        print(render(model_config(args.config, args.preset, args.overrides)))
+    return exits.run("alexnet summary", work, usage=(ConfigError, PlacementError))
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from data_prep import exits
 from paper_alexnet import (checkpoint, config, distributed, metrics, preemption, preflight,
                            resume, watchdog)
 from paper_alexnet.evaluate import error_rates
@@ -165,44 +165,35 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         if runs is None or args.config is None:
             parser.error("no run directory: pass --run-dir DIR, or set ALEXNET_RUNS and --config")
         run_dir = Path(runs) / Path(args.config).stem
-    try:
-        if args.config is None and not (Path(run_dir) / "config.yaml").is_file():
-            parser.error(f"{run_dir} holds no config.yaml: pass --config FILE to start a run")
+    if args.config is None and not (Path(run_dir) / "config.yaml").is_file():
+        parser.error(f"{run_dir} holds no config.yaml: pass --config FILE to start a run")
+    with_config = args.config is not None or args.overrides
+    base = args.config if args.config is not None else Path(run_dir) / "config.yaml"
+    world, result = distributed.init_from_env(), {}
+
+    def work():
         cfg = None
-        if args.config is not None or args.overrides:
-            base = args.config if args.config is not None else Path(run_dir) / "config.yaml"
-            cfg = config.load(base, args.overrides)
-    except config.ConfigError as err:
-        print(f"alexnet train: {err}", file=sys.stderr)
-        return preflight.EXIT_USAGE
-    from data_prep.shards import FormatError
-    world = distributed.init_from_env()
-    try:
-        result = train(cfg, args.data, run_dir, allow_change=args.allow_change,
-                       callbacks=callbacks)
-    except preflight.StartError as err:
-        print(f"alexnet train: {err}", file=sys.stderr)
-        return preflight.EXIT_USAGE
-    except preemption.Preempted as err:
-        if world.is_main:
-            print(f"alexnet train: {err}", file=sys.stderr)
-        return preemption.EXIT_PREEMPTED
-    except KeyboardInterrupt:
-        print(f"alexnet train: aborted by a second Ctrl-C; the checkpoints in {run_dir} are "
-              "intact (one being written is discarded): run the same command to resume",
-              file=sys.stderr)
-        return preemption.EXIT_ABORTED
-    except (config.ConfigError, NonFiniteLoss, checkpoint.CheckpointError, FormatError) as err:
-        print(f"alexnet train: {err}", file=sys.stderr)      # FormatError: data gone mid-run
-        return 1
-    except OSError as err:   # e.g. a full disk: checkpoints are atomic, the newest one is intact
-        kept = (f"the newest checkpoint in {run_dir} is intact" if
+        if with_config:
+            with preflight.starting():                # a bad config: a bad command line
+                cfg = config.load(base, args.overrides)
+        result.update(train(cfg, args.data, run_dir, allow_change=args.allow_change,
+                            callbacks=callbacks))
+
+    def kept():      # checkpoints are atomic: the newest one is intact
+        return (f"the newest checkpoint in {run_dir} is intact" if
                 checkpoint.list_checkpoints(run_dir) else f"{run_dir} holds no checkpoint yet")
-        print(f"alexnet train: {err}; {kept}: fix the cause (e.g. free disk space) and run the "
-              "same command to resume", file=sys.stderr)
-        return 1
+    hints = {KeyboardInterrupt: f"the checkpoints in {run_dir} are intact (one being written is "
+                                "discarded): run the same command to resume",
+             OSError: lambda: f"{kept()}: fix the cause (e.g. free disk space) and run the same "
+                              "command to resume"}
+    try:     # a preemption is reported by the main process alone
+        code = exits.run("alexnet train", work, hints=hints,
+                         quiet=() if world.is_main else (preemption.Preempted,),
+                         aborted="aborted by a second Ctrl-C")
     finally:
         distributed.shutdown(world)
+    if code != exits.DONE:
+        return code
     if world.is_main and result["train_time_s"] == 0:     # no step ran: no rate to give
         epochs = f"{result['epochs']} epoch" + ("s" if result["epochs"] != 1 else "")
         print(f"done: nothing left to train ({epochs}, {result['global_step']} steps, done "

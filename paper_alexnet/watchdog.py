@@ -19,12 +19,13 @@ import sys
 
 import torch
 
+from data_prep import exits
 from paper_alexnet import distributed, metrics
 
 CHANCE_TOLERANCE = 0.02   # relative: ln(1000) = 6.908 -> "at chance" above 6.77
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(exits.Failure, RuntimeError):
     """The loss or a gradient became NaN or infinite at `step` (1-based); the run stops and nothing
     after the last good checkpoint is saved."""
 

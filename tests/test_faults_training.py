@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import fault_hook
+from data_prep import exits
 from faults import (REPO, SMALL_NET, AtStep, alexnet, assert_same_run, child_env, program,
                     train_records, write_recipe)
 from paper_alexnet import checkpoint, config, metrics, preemption, watchdog
@@ -63,7 +64,7 @@ def test_sigterm_at_a_random_moment_then_resume_is_bit_identical(data_root, unin
     run = tmp_path / "run"
     args = ["train", "--config", recipe, "--data", data_root, "--run-dir", run]
     code, out, err = sigterm_after_step(args, step, delay)
-    assert code == preemption.EXIT_PREEMPTED, f"{why}\n{err}"
+    assert code == exits.STOPPED, f"{why}\n{err}"
     stopped = re.search(r"stopped by SIGTERM after step (\d+)", err)
     assert stopped, err
     at = int(stopped.group(1))
@@ -182,7 +183,7 @@ def test_train_aborted_by_a_second_ctrl_c_exits_130_in_one_line(tmp_path, monkey
     monkeypatch.setattr(train_module, "train", aborted)
     recipe = write_recipe(tmp_path / "r.yaml", SHORT)
     assert train_module.main(["--config", str(recipe), "--data", str(tmp_path),
-                              "--run-dir", str(tmp_path / "run")]) == preemption.EXIT_ABORTED == 130
+                              "--run-dir", str(tmp_path / "run")]) == exits.ABORTED == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "aborted by a second Ctrl-C" in err[0]
     assert "run the same command to resume" in err[0]
@@ -313,7 +314,7 @@ def test_group_sigterm_with_decode_workers_checkpoints_and_resumes(data_root, un
     args = ["train", "--config", recipe, "--data", data_root, "--run-dir", run]
     code, _, err = signal_group_when(args, tmp_path, rf" step {step}/",
                                      [(signal.SIGTERM, 0.0)])
-    assert code == preemption.EXIT_PREEMPTED, f"{why}\n{err}"
+    assert code == exits.STOPPED, f"{why}\n{err}"
     assert "killed by signal" not in err and "Traceback" not in err, err
     at = int(re.search(r"stopped by SIGTERM after step (\d+)", err).group(1))
     assert step <= at < 12, why
@@ -336,7 +337,7 @@ def test_second_ctrl_c_to_the_group_during_a_long_step_aborts(data_root, tmp_pat
     code, _, err = signal_group_when(args, tmp_path, "ALEXNET_FAULT: busy",
                                      [(signal.SIGINT, 0.0), (signal.SIGINT, gap)], "stderr",
                                      env=child_env(ALEXNET_FAULT="busy:6"))
-    assert code == preemption.EXIT_ABORTED, f"(second SIGINT {gap:.3f} s after the first)\n{err}"
+    assert code == exits.ABORTED, f"(second SIGINT {gap:.3f} s after the first)\n{err}"
     assert err.count("aborted by a second Ctrl-C") == 1 and "Traceback" not in err, err
     assert [s for s, _ in checkpoint.list_checkpoints(run)] == [4]
     assert checkpoint.load(checkpoint.checkpoint_path(run, 4))["global_step"] == 4
@@ -382,7 +383,7 @@ def test_many_sigterms_in_a_row_then_bit_identical(data_root, tmp_path):
     while done < 22:
         step = min(done + rng.randint(1, 2), 22)
         code, _, err = sigterm_after_step(args, step, rng.uniform(0.0, 0.02))
-        assert code == preemption.EXIT_PREEMPTED, err
+        assert code == exits.STOPPED, err
         done = int(re.search(r"after step (\d+)", err).group(1))
         stops.append(done)
         args = ["train", "--data", data_root, "--run-dir", run]
