@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             raise exits.UsageError(problem)
         with between_runs():
             made.append(run(args))
-    code = exits.run(f"alexnet experiment {args.command}", work, failures=(ValueError,), aborted="aborted by a second Ctrl-C",
+    code = exits.run(f"alexnet experiment {args.command}", work, failures=(ValueError,),
+                     aborted="aborted by a second Ctrl-C",
                      hints={KeyboardInterrupt: "finished runs and checkpoints are intact (one "
                             "being written is discarded): run the same command to resume"})
     if code == exits.DONE:
