@@ -1,7 +1,10 @@
-"""Imports go one way (docs/ARCHITECTURE.md): experiments -> paper_alexnet -> data_prep, and no
-module of ours imports, even lazily inside a function, a module that imports it back. Read from the
-source with `ast`, so every import statement counts, wherever it stands."""
+"""Imports go one way (docs/ARCHITECTURE.md): experiments -> paper_alexnet -> data_prep; within
+paper_alexnet, a module imports only its own layer or lower ones (the layer table of
+docs/ARCHITECTURE.md, read from it); and no module of ours imports, even lazily inside a function,
+a module that imports it back. Read from the source with `ast`, so every import statement counts,
+wherever it stands."""
 import ast
+import re
 from pathlib import Path
 
 PACKAGES = ("data_prep", "paper_alexnet", "experiments")       # lowest first
@@ -113,3 +116,49 @@ def test_imports_go_one_way():
         names |= {(n.module or "").split(".")[0] for n in ast.walk(tree)
                   if isinstance(n, ast.ImportFrom)}
         assert "torch" not in names, path.name      # small.py's --download imports torchvision
+
+
+def layers(text: str) -> dict[str, int]:
+    """{module: layer number, lowest 0} from the layer table of docs/ARCHITECTURE.md (rows
+    `| layer | `mod`, `mod` | … |` under the heading that names the layers)."""
+    found, inside = {}, False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            inside = "layers of `paper_alexnet`" in line
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if inside and line.startswith("|") and len(cells) >= 2 and "`" in cells[1]:
+            layer = len({n for n in found.values()})
+            for name in re.findall(r"`([\w.]+)`", cells[1]):
+                found["paper_alexnet" if name == "paper_alexnet" else f"paper_alexnet.{name}"] = \
+                    layer
+    return found
+
+
+def upward(edges: dict[str, set[str]], layer: dict[str, int]) -> list[str]:
+    """The imports of paper_alexnet that go to a higher layer, and the modules with no layer."""
+    ours = [m for m in edges if m.split(".")[0] == "paper_alexnet"]
+    wrong = [f"{m} has no row in the layer table of docs/ARCHITECTURE.md" for m in ours
+             if m not in layer]
+    return wrong + [f"{m} ({layer[m]}) -> {t} ({layer[t]})" for m in ours if m in layer
+                    for t in sorted(edges[m]) if t in layer and layer[t] > layer[m]]
+
+
+def test_the_layer_checker_finds_an_upward_import_and_a_module_without_a_layer():
+    table = ("## Where each thing is: the layers of `paper_alexnet`\n| layer | modules | x |\n"
+             "|---|---|---|\n| low | `config` | a |\n| high | `model`, `lrn` | b |\n"
+             "## Next\n| not | `train` | c |\n")
+    layer = layers(table)
+    assert layer == {"paper_alexnet.config": 0, "paper_alexnet.model": 1, "paper_alexnet.lrn": 1}
+    edges = {"paper_alexnet.model": {"paper_alexnet.config", "paper_alexnet.lrn"},
+             "paper_alexnet.config": {"paper_alexnet.model"}, "paper_alexnet.lrn": set(),
+             "paper_alexnet.train": set()}
+    assert upward(edges, layer) == [
+        "paper_alexnet.train has no row in the layer table of docs/ARCHITECTURE.md",
+        "paper_alexnet.config (0) -> paper_alexnet.model (1)"]
+
+
+def test_paper_alexnet_imports_only_its_own_layer_or_lower_ones():
+    layer = layers((ROOT / "docs" / "ARCHITECTURE.md").read_text())
+    edges = graph()
+    assert set(layer) <= set(edges), sorted(set(layer) - set(edges))   # no row names a lost file
+    assert not upward(edges, layer), upward(edges, layer)
