@@ -3,8 +3,12 @@ run directories, never edited by hand (docs/experiments.md).
 
 Given the folder of an `alexnet experiment` (it holds experiment.json), that experiment's report,
 written to its own EXP_DIR/report/; given run directories, a report of those runs, written to the
-first one's report/. Everything is read and checked before anything is written, and nothing is
-ever written into a prepared dataset. Exit status: 0 written, 1 failed, 2 bad command line.
+first one's report/. Beside the report, OUT/record/ keeps a copy of what it was made from (each
+run's config.yaml, metrics.jsonl and result.json, and experiment.json; no checkpoints, no local
+paths) under the folder's own name, so a committed report is regenerated from itself: `alexnet
+report OUT/record/EXP --out OUT` (an experiment) or `alexnet report OUT/record/RUN… --out OUT`.
+Everything is read and checked before anything is written, and nothing is ever written into a
+prepared dataset. Exit status: 0 written, 1 failed, 2 bad command line.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from pathlib import Path
 
 from data_prep import exits
 from data_prep.files import output_problem
-from experiments import ablate, course_notes, relu_vs_tanh, report, reproduce
+from experiments import ablate, course_notes, relu_vs_tanh, report, reproduce, rundir
 
 WRITERS = {"reproduce": reproduce.write_report, "ablate": ablate.write_report,
            "relu_vs_tanh": relu_vs_tanh.write_report, "course_notes": course_notes.write_report}
@@ -37,6 +41,17 @@ def prepared_dataset(path: Path) -> Path | None:
                 (folder / split / "manifest.json").is_file() for split in ("train", "val")):
             return folder
     return None
+
+
+def record_names(runs: list[Path]) -> list[str]:
+    """Each run's folder in OUT/record: its name, or as many of its last path components as keep
+    the names apart (ablate/paper/seed0 and ablate/no_lrn/seed0: paper/seed0, no_lrn/seed0)."""
+    parts = [d.resolve().parts for d in runs]
+    for k in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-k:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return names          # the same folder given twice: one record
 
 
 def problem(runs: list[Path], out: Path | None) -> str | None:
@@ -80,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         manifest = args.runs[0] / "experiment.json"
         if manifest.is_file():
             made.append(regenerate(args.runs[0], json.loads(manifest.read_text()), args.out))
+            exp = args.runs[0]
+            rundir.copy_record(exp, made[0].parent / "record" / exp.resolve().name)
             return
         made.append(report.runs_report(args.runs, args.out or args.runs[0] / "report"))
+        for d, name in zip(args.runs, record_names(args.runs)):
+            rundir.copy_record(d, made[0].parent / "record" / name)
         for d in args.runs:
             if not (d / "result.json").is_file():
                 print(f"note: {d} has no result.json (not evaluated): "

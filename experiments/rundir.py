@@ -14,7 +14,11 @@ import json
 import math
 from pathlib import Path
 
+from data_prep.files import write_atomic
 from paper_alexnet import config, metrics
+
+# A run's record: what a report reads, without checkpoints (kilobytes, not gigabytes).
+RECORD = ("experiment.json", "config.yaml", "metrics.jsonl", "result.json")
 
 
 def read_config(run_dir) -> config.RunConfig:
@@ -124,3 +128,48 @@ def summarise(run_dir) -> dict:
     cfg = read_config(run_dir)
     return {"run_dir": run_dir, "config": cfg, "result": read_result(run_dir),
             "curves": epoch_curves(records), "timing": timing(records, cfg.optim.batch_size)}
+
+
+def _no_local_paths(value, folder: Path):
+    """`value` with every absolute path made relative to `folder` when it lies inside, else cut to
+    its last component: a record names no folder of the machine that made it."""
+    if isinstance(value, dict):
+        return {k: _no_local_paths(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_local_paths(v, folder) for v in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        path = Path(value)
+        return str(path.relative_to(folder)) if path.is_relative_to(folder) else path.name
+    return value
+
+
+def _record_text(path: Path, folder: Path) -> str:
+    text = path.read_text()
+    if path.suffix == ".json":
+        return json.dumps(_no_local_paths(json.loads(text), folder), indent=2) + "\n"
+    if path.suffix == ".jsonl":       # read as reports read it: a torn last line is left out
+        return "".join(json.dumps(_no_local_paths(r, folder)) + "\n"
+                       for r in metrics.read_metrics(folder))
+    return text
+
+
+def copy_record(source: Path, dest: Path) -> list[Path]:
+    """Copy the record (RECORD) of a run directory or an experiment folder `source` into `dest`,
+    keeping the folder layout and leaving out checkpoints, reports and earlier records; absolute
+    paths in the JSON files are made relative (they name the machine that ran it). An experiment
+    can then be reported again from the copy, or finished elsewhere (docs/experiments.md)."""
+    source, dest = Path(source).resolve(), Path(dest)
+    written = []
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if (path.name not in RECORD or not path.is_file()
+                or {"report", "record", "checkpoints"} & set(relative.parts[:-1])):
+            continue
+        target = dest / relative
+        if target.resolve() == path:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder = source / relative.parent
+        write_atomic(target, _record_text(path, folder).encode())
+        written.append(target)
+    return written

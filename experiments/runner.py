@@ -23,7 +23,8 @@ from pathlib import Path
 
 from data_prep import exits
 from data_prep.files import write_atomic
-from paper_alexnet import checkpoint, config, metrics, preemption
+from experiments import rundir
+from paper_alexnet import checkpoint, config, metrics, preemption, resume
 
 DIVERGED = "DIVERGED"
 FAILED = "FAILED"
@@ -143,6 +144,9 @@ def train_and_evaluate(cfg: config.RunConfig, data_root, run_dir, split: str = "
     already done. None if the run diverged."""
     run_dir = Path(run_dir)
     try:
+        recorded = recorded_result(cfg, run_dir, split)
+        if recorded is not None:
+            return recorded
         if not train_run(cfg, data_root, run_dir, quiet=quiet):
             return None
         if is_evaluated(run_dir, split):
@@ -157,6 +161,24 @@ def train_and_evaluate(cfg: config.RunConfig, data_root, run_dir, split: str = "
         (run_dir / FAILED).write_text(traceback.format_exc())
         raise
     (run_dir / FAILED).unlink(missing_ok=True)
+    return result
+
+
+def recorded_result(cfg: config.RunConfig, run_dir: Path, split: str) -> dict | None:
+    """The result of a run trained elsewhere whose record was copied here (config.yaml,
+    metrics.jsonl and result.json of `split`, no checkpoint: rundir.copy_record): done, nothing to
+    train. None when the run directory is not such a record. Its config must be the one asked for,
+    except where a resume may change it without changing what was trained (how often it logs, how
+    many workers; train.epochs must be the same: a shorter run is not this run)."""
+    result = rundir.read_result(run_dir)
+    if result is None or result.get("split") != split or checkpoint.list_checkpoints(run_dir):
+        return None
+    differ = {k: v for k, v in config.differences(cfg, rundir.read_config(run_dir)).items()
+              if k not in resume.RESUME_MAY_CHANGE or k == "train.epochs"}
+    if differ:
+        listed = "; ".join(f"{k}: recorded {a!r}, asked {b!r}" for k, (a, b) in differ.items())
+        raise config.ConfigError(f"{run_dir} holds the record of a run with another config "
+                                 f"({listed}): move it away to train this run here")
     return result
 
 

@@ -242,3 +242,68 @@ def test_ablate_refuses_a_bad_base_or_seeds_before_any_run(tmp_path, capsys):
         err = capsys.readouterr().err
         assert said in err and len(err.strip().splitlines()) == 1
     assert not runs.exists()
+
+
+def test_a_report_keeps_its_record_and_an_experiment_finishes_from_a_copied_record(tiny_root,
+                                                                                    tmp_path):
+    """`alexnet report --out` keeps what the report was made from, without checkpoints or local
+    paths; the report is regenerated from that copy; an experiment given the copied record of a
+    run counts the run as done (nothing is trained again) unless its config differs."""
+    from experiments import report_cli
+    command = ["ablate", "--data", str(tiny_root), "--quiet", "--variants", "remove_conv3", *TINY]
+    assert cli.main([*command, "--runs", str(tmp_path / "runs")]) == 0
+    exp, out = tmp_path / "runs" / "ablate", tmp_path / "committed"
+    assert report_cli.main([str(exp), "--out", str(out)]) == 0
+    record = out / "record" / "ablate"
+    kept = sorted(str(p.relative_to(record)) for p in record.rglob("*") if p.is_file())
+    assert kept == ["experiment.json", *[f"{v}/seed0/{f}" for v in ("paper", "remove_conv3")
+                                         for f in ("config.yaml", "metrics.jsonl",
+                                                   "result.json")]]
+    for path in (out / "record").rglob("*.json*"):
+        assert str(tmp_path) not in path.read_text(), path
+    result = json.loads((record / "paper/seed0/result.json").read_text())
+    assert result["checkpoints"][0].startswith("checkpoints/")
+    report_md = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    assert report_cli.main([str(record), "--out", str(out)]) == 0
+    assert (out / "report.md").read_text() == report_md
+
+    elsewhere = tmp_path / "elsewhere"        # another machine: the baseline's record copied in
+    rundir_copy = elsewhere / "ablate" / "paper" / "seed0"
+    rundir_copy.parent.mkdir(parents=True)
+    import shutil
+    shutil.copytree(record / "paper" / "seed0", rundir_copy)
+    assert cli.main([*command, "--runs", str(elsewhere)]) == 0
+    assert not (rundir_copy / "checkpoints").exists()            # not trained again
+    assert list((elsewhere / "ablate" / "remove_conv3" / "seed0" / "checkpoints").iterdir())
+    assert _row((elsewhere / "ablate" / "report" / "report.md").read_text(), "paper") == \
+        _row(report_md, "paper")
+
+    # a record of another config is not taken for this run: that run fails, and says why
+    assert cli.main([*command, "optim.lr=0.02", "--runs", str(elsewhere)]) == 1
+    failed = (rundir_copy / runner.FAILED).read_text()
+    assert "holds the record of a run with another config (optim.lr: recorded 0.01" in failed
+
+
+def test_records_of_runs_with_the_same_name_are_kept_apart(tmp_path):
+    from experiments import report_cli
+    runs = [tmp_path / "ablate" / v / "seed0" for v in ("paper", "no_lrn")]
+    assert report_cli.record_names(runs) == ["paper/seed0", "no_lrn/seed0"]
+    assert report_cli.record_names([tmp_path / "a" / "seed0", tmp_path / "seed1"]) == \
+        ["seed0", "seed1"]
+
+
+def test_a_record_of_a_shorter_run_or_another_config_is_not_the_run_asked_for(tmp_path):
+    run = tmp_path / "paper" / "seed0"
+    _fake_run(run, "paper", 3, _result(0.4, 0.1))
+    asked = recipes.load_recipe("paper", SCALE)
+    assert runner.recorded_result(asked, run, "val")["ten_crop"]["top1"] == 0.4
+    assert runner.recorded_result(asked, run, "test") is None       # evaluated on another split
+    for change in ("train.epochs=4", "optim.lr=0.02"):
+        with pytest.raises(config.ConfigError, match=change.split("=")[0] + ": recorded"):
+            runner.recorded_result(recipes.load_recipe("paper", [*SCALE, change]), run, "val")
+    for change in ("train.log_every=7", "data.workers=1"):     # how it ran, not what it trained
+        assert runner.recorded_result(recipes.load_recipe("paper", [*SCALE, change]), run, "val")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "ckpt-000000150.pt").write_bytes(b"")
+    assert runner.recorded_result(asked, run, "val") is None   # a run directory, not a record
