@@ -130,6 +130,24 @@ def status_text(exp_dir: Path, variant: str, seeds: list[int], split: str) -> st
                      if state != "finished") or "finished"
 
 
+def runs_section(exp_dir: Path, manifest: dict, out_dir: Path) -> list[str]:
+    """Each run's status, result, config changes, cost and curves (plots go into out_dir)."""
+    base, seeds, base_seeds = _layout(manifest)
+    lines = []
+    for variant in [base, *manifest["variants"]]:
+        for seed in base_seeds if variant == base else seeds:
+            d = exp_dir / variant / f"seed{seed}"
+            if (d / "config.yaml").is_file():
+                s = rundir.summarise(d)
+                lines += [f"### {variant}, seed {seed}", "",
+                          f"Status: {run_status(d, manifest['split'], RESUME)[1]}.", "",
+                          report.evaluation_line(s.get("result")), "",
+                          f"Config changes from the paper: {report.diff_text(s['config'])}.", "",
+                          report.timing_line(s), "",
+                          report.curves_section(s, out_dir, f"{variant}_seed{seed}"), ""]
+    return lines
+
+
 def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> Path:
     """RUNS/ablate/report/report.md from the runs' result.json and metrics.jsonl."""
     out_dir = Path(out_dir or exp_dir / "report")
@@ -184,18 +202,7 @@ def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> 
                               for s, e in sorted(errors[base].items()))
                   + "). A variant's difference of that size is what a change of seed alone "
                   "gives."]
-    lines += ["", "## Runs", ""]
-    for variant in [base, *variants]:
-        for seed in base_seeds if variant == base else seeds:
-            d = exp_dir / variant / f"seed{seed}"
-            if (d / "config.yaml").is_file():
-                s = rundir.summarise(d)
-                lines += [f"### {variant}, seed {seed}", "",
-                          f"Status: {run_status(d, split, RESUME)[1]}.", "",
-                          report.evaluation_line(s.get("result")), "",
-                          f"Config changes from the paper: {report.diff_text(s['config'])}.", "",
-                          report.timing_line(s), "",
-                          report.curves_section(s, out_dir, f"{variant}_seed{seed}"), ""]
+    lines += ["", "## Runs", "", *runs_section(exp_dir, manifest, out_dir)]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -96,11 +96,7 @@ def _add(sub, name: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=short.replace("%", "%%"), description=description)
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="alexnet experiment", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = _add(sub, "reproduce")
+def _reproduce_options(p) -> None:
     _common(p)
     p.add_argument("--recipe", default="paper", choices=tuple(paper_numbers.RECIPE_ROWS),
                    help="paper (Table 2) or ilsvrc2010 (Table 1) (default: %(default)s)")
@@ -111,7 +107,9 @@ def parser() -> argparse.ArgumentParser:
                    "default: no ensemble)")
     p.add_argument("--split", help="split to evaluate (default: val; test for ilsvrc2010 when "
                    "the prepared ROOT has one)")
-    p = _add(sub, "ablate")
+
+
+def _ablate_options(p) -> None:
     _common(p)
     p.add_argument("--variants", default=", ".join(paper_numbers.DEFAULT_ABLATIONS),
                    help="comma-separated recipe names (`alexnet config --recipe NAME` shows "
@@ -125,7 +123,9 @@ def parser() -> argparse.ArgumentParser:
                    "none)")
     p.add_argument("--split", default="val", help="split the table is computed on "
                    "(default: %(default)s)")
-    p = _add(sub, "relu-vs-tanh")
+
+
+def _relu_vs_tanh_options(p) -> None:
     _common(p)
     p.add_argument("--arch", default="cifar10_4layer", choices=("cifar10_4layer", "alexnet"),
                    help="the Figure 1 net, or AlexNet itself (default: %(default)s)")
@@ -148,16 +148,22 @@ def parser() -> argparse.ArgumentParser:
                    "per seed and activation (default: %(default)s)")
     p.add_argument("--activations", default="relu,tanh", help="the activations to run, e.g. relu "
                    "for a ReLU-side factor (default: %(default)s)")
-    p = _add(sub, "relu-factors")
+
+
+def _relu_factors_options(p) -> None:
     p.add_argument("--out", required=True, type=Path, help="folder for report.md")
     p.add_argument("experiments", nargs="+", metavar="LABEL=EXP_DIR",
                    help="a row label and a relu-vs-tanh experiment folder (RUNS/relu_vs_tanh); "
                    "the first is the baseline; EXP_DIR+EXP_DIR joins experiments of different "
                    "activations into one row")
-    p = _add(sub, "course-notes")
+
+
+def _course_notes_options(p) -> None:
     _common(p)
     p.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
-    p = _add(sub, "figures")
+
+
+def _figures_options(p) -> None:
     p.add_argument("--run-dir", required=True, type=Path, help="a trained run directory")
     p.add_argument("--data", required=True, type=Path, help="the prepared dataset ROOT it was "
                    "trained on")
@@ -171,7 +177,9 @@ def parser() -> argparse.ArgumentParser:
                    "0 = all (default: %(default)s)")
     p.add_argument("--note", default="", help="a sentence for the report, e.g. what the data is "
                    "(default: none)")
-    p = _add(sub, "generate")
+
+
+def _generate_options(p) -> None:
     p.add_argument("dataset", choices=("cifar10", "fashion-mnist"), help="which stand-in")
     p.add_argument("out", type=Path, help="folder to write the files into (then: alexnet prep "
                    "cifar10|fashion-mnist --input OUT --out ROOT)")
@@ -181,6 +189,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=3.0, help="difficulty (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same files "
                    "(default: %(default)s)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="alexnet experiment", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _reproduce_options(_add(sub, "reproduce"))
+    _ablate_options(_add(sub, "ablate"))
+    _relu_vs_tanh_options(_add(sub, "relu-vs-tanh"))
+    _relu_factors_options(_add(sub, "relu-factors"))
+    _course_notes_options(_add(sub, "course-notes"))
+    _figures_options(_add(sub, "figures"))
+    _generate_options(_add(sub, "generate"))
     return top
 
 

@@ -271,10 +271,7 @@ def _start(args, out: Path, overrides: list[str], world, say) -> tuple[list, str
     return [path], warning
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done; 2 the command cannot start as given (nothing evaluated or written);
-    1 the evaluation failed; 75 stopped by SIGTERM or Ctrl-C (nothing written)."""
-    from data_prep.interrupt import Interrupted, stop_at_once
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alexnet eval", description="Top-1/top-5 error (§6) "
                                      "with the centre crop and ten crops; several checkpoints = "
                                      "an ensemble (softmax average).")
@@ -295,6 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="result JSON (default: RUN/result.json with --run-dir)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help=f"evaluation settings: {', '.join(EVAL_SETTINGS)}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done; 2 the command cannot start as given (nothing evaluated or written);
+    1 the evaluation failed; 75 stopped by SIGTERM or Ctrl-C (nothing written)."""
+    from data_prep.interrupt import Interrupted, stop_at_once
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.data is None:
         parser.error("no prepared data: pass --data ROOT or set ALEXNET_DATA")
@@ -326,8 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown(world)
     if code != exits.DONE:
         return code
-    if not world.is_main:
-        return 0
+    return _write(result, warning, out) if world.is_main else 0
+
+
+def _write(result: dict, warning: str | None, out: Path) -> int:
+    """Print the numbers, then write them to `out` (0), or say why they could not be (1)."""
     unfinished = any(e is not None and e < p for e, p in zip(result["epochs"],
                                                                result["planned_epochs"]))
     result["final"] = not warning and not unfinished
