@@ -140,18 +140,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def report(args, paths: list[str], words: str, tmp: str) -> None:
-    files = []
-    for path in paths:
-        with open(path, "rb") as f:
-            files.append(f.read())
+def _one_core(args, paths, files, params) -> tuple[float, float]:
+    """One core: the plain PIL loop, then prepare_image; (wall s, CPU s) of the plain loop."""
     n = len(files)
-    print(f"# prep bench: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, Pillow {PIL.__version__}, numpy {np.__version__}; "
-          f"{words} (mean {np.mean([len(f) for f in files]) / 1e3:.0f} kB), median of "
-          f"{args.repeats}")
-    params = dict(size=256, quality=QUALITY, max_pixels=10**8, exif_transpose=False, stats=True,
-                  shard_bytes=1 << 30)
     print("\n| one core | images/s (wall) | CPU ms/image | images/s per CPU-second |"
           "\n|---|---|---|---|")
     plain = None
@@ -169,6 +160,12 @@ def report(args, paths: list[str], words: str, tmp: str) -> None:
         c = statistics.median(cpu)
         plain = plain or (t, c)
         print(f"| {label} | {n / t:.0f} | {1e3 * c / n:.2f} | {n / c:.0f} |")
+    return plain
+
+
+def _whole_split(args, paths, params, tmp) -> tuple[float, float]:
+    """prepare_split with each --workers count; (wall s, CPU s) with the first count."""
+    n = len(paths)
     items = [(os.path.basename(path), i % 2, (path, 0, -1)) for i, path in enumerate(paths)]
     print("\n| prepare_split (whole split, files + merge) | images/s (wall) | speed-up | "
           "CPU ms/image, all processes |\n|---|---|---|---|")
@@ -187,9 +184,11 @@ def report(args, paths: list[str], words: str, tmp: str) -> None:
         c = statistics.median(cpu)
         base = base or (t, c)
         print(f"| {w} worker(s) | {n / t:.0f} | {base[0] / t:.2f}x | {1e3 * c / n:.2f} |")
-    print(f"\nwhole split with 1 worker against the plain PIL loop, same files, same run: "
-          f"{plain[1] / base[1]:.2f}x per CPU-second ({1e3 * plain[1] / n:.2f} vs "
-          f"{1e3 * base[1] / n:.2f} ms of CPU per image), {plain[0] / base[0]:.2f}x wall")
+    return base
+
+
+def _resize_against_pil(files) -> list:
+    """PSNR of our area / cubic resize against PIL's filters; the exact 256x256 crops."""
     crops, box_psnr, bicubic_psnr = [], [], []
     for f in files:
         im = Image.open(io.BytesIO(f)).convert("RGB")
@@ -205,6 +204,10 @@ def report(args, paths: list[str], words: str, tmp: str) -> None:
             print(f"\n{words} (what prep used before), 256x256 crops of the {len(ps)} "
                   f"{'shrunk' if ps is box_psnr else 'enlarged'} images: PSNR mean "
                   f"{np.mean(ps):.2f} dB, median {np.median(ps):.2f}, min {np.min(ps):.2f}")
+    return crops
+
+
+def _stored_quality(crops) -> None:
     print("\n| stored quality | mean kB / 256x256 image | PSNR dB vs exact crop |\n|---|---|---|")
     for q in (75, 85, 90, 95):
         sizes, ps = [], []
@@ -213,6 +216,10 @@ def report(args, paths: list[str], words: str, tmp: str) -> None:
             sizes.append(len(b))
             ps.append(psnr(np.asarray(c), np.asarray(Image.open(io.BytesIO(b)))))
         print(f"| {q} | {np.mean(sizes) / 1e3:.1f} | {np.mean(ps):.2f} |")
+
+
+def _draft(args, n: int) -> None:
+    """JPEG draft-mode decoding against exact decoding, on generated photos of three sizes."""
     print("\n| draft() on | exact ms | draft ms | PSNR dB draft vs exact |\n|---|---|---|---|")
     rng = np.random.default_rng(1)
     for w, h in ((500, 375), (1024, 768), (2048, 1536)):
@@ -224,3 +231,24 @@ def report(args, paths: list[str], words: str, tmp: str) -> None:
         ps = [psnr(np.asarray(a), np.asarray(b)) for a, b in zip(exact(), map(draft_path, big))]
         print(f"| {w}x{h} | {1e3 * t_e / len(big):.1f} | {1e3 * t_d / len(big):.1f} | "
               f"{np.mean(ps):.1f} |")
+
+
+def report(args, paths: list[str], words: str, tmp: str) -> None:
+    files = []
+    for path in paths:
+        with open(path, "rb") as f:
+            files.append(f.read())
+    n = len(files)
+    print(f"# prep bench: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, Pillow {PIL.__version__}, numpy {np.__version__}; "
+          f"{words} (mean {np.mean([len(f) for f in files]) / 1e3:.0f} kB), median of "
+          f"{args.repeats}")
+    params = dict(size=256, quality=QUALITY, max_pixels=10**8, exif_transpose=False, stats=True,
+                  shard_bytes=1 << 30)
+    plain = _one_core(args, paths, files, params)
+    base = _whole_split(args, paths, params, tmp)
+    print(f"\nwhole split with 1 worker against the plain PIL loop, same files, same run: "
+          f"{plain[1] / base[1]:.2f}x per CPU-second ({1e3 * plain[1] / n:.2f} vs "
+          f"{1e3 * base[1] / n:.2f} ms of CPU per image), {plain[0] / base[0]:.2f}x wall")
+    _stored_quality(_resize_against_pil(files))
+    _draft(args, n)

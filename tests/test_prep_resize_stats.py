@@ -327,3 +327,16 @@ def test_stats_of_other_data_are_not_compared_with_alexs_ilsvrc_ones(tmp_path, c
     ours = stats.load(tmp_path / "c")
     assert numbers["reference"] is None and "reference_channel_mean" not in numbers
     np.testing.assert_allclose(numbers["channel_mean"], ours["mean"].mean(axis=(0, 1)))
+
+
+def test_prep_bench_prints_each_of_its_tables(capsys):
+    """`alexnet prep bench` at a tiny size: every table it promises, with one row per setting."""
+    from data_prep import bench
+    assert bench.main(["--images", "8", "--repeats", "1", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    for header, rows in (("| one core |", 2), ("| prepare_split (whole split", 1),
+                         ("| stored quality |", 4), ("| draft() on |", 3)):
+        table = out[out.index(header):].split("\n\n")[0].splitlines()
+        assert len(table) == 2 + rows, table
+    assert "whole split with 1 worker against the plain PIL loop" in out
+    assert "area resize against PIL's BOX" in out
