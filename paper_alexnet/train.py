@@ -137,9 +137,7 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, quiet: bool = Fal
     return loop.summary()
 
 
-def main(argv: list[str] | None = None, callbacks=()) -> int:
-    """`callbacks`: passed to `train` (tests inject faults with them). Exit status: 0 done; 2 the command cannot start as given (nothing written); 1 the run
-    failed; 75 preempted (run the same command again); 130 aborted by a second Ctrl-C."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alexnet train", description="Train AlexNet (§5) into a run directory; resumes "
         "automatically from the run directory's newest valid checkpoint.")
@@ -156,7 +154,11 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="config overrides on top of --config, e.g. optim.lr=0.02 "
                         "(`alexnet config` lists every key, its default and its §)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run_dir(args, parser) -> Path:
+    """--run-dir, or $ALEXNET_RUNS/<config name>; a bad command line exits 2 here."""
     if args.data is None:
         parser.error("no prepared data: pass --data ROOT or set ALEXNET_DATA")
     run_dir = args.run_dir
@@ -167,6 +169,16 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         run_dir = Path(runs) / Path(args.config).stem
     if args.config is None and not (Path(run_dir) / "config.yaml").is_file():
         parser.error(f"{run_dir} holds no config.yaml: pass --config FILE to start a run")
+    return run_dir
+
+
+def main(argv: list[str] | None = None, callbacks=()) -> int:
+    """`callbacks`: passed to `train` (tests inject faults with them). Exit status: 0 done; 2 the
+    command cannot start as given (nothing written); 1 the run failed; 75 preempted (run the same
+    command again); 130 aborted by a second Ctrl-C."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    run_dir = _run_dir(args, parser)
     with_config = args.config is not None or args.overrides
     base = args.config if args.config is not None else Path(run_dir) / "config.yaml"
     world, result = distributed.init_from_env(), {}
@@ -192,16 +204,18 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
                          aborted="aborted by a second Ctrl-C")
     finally:
         distributed.shutdown(world)
-    if code != exits.DONE:
-        return code
-    if world.is_main and result["train_time_s"] == 0:     # no step ran: no rate to give
+    if code == exits.DONE and world.is_main:
+        print(_done_line(result, run_dir))
+    return code
+
+
+def _done_line(result: dict, run_dir) -> str:
+    if result["train_time_s"] == 0:     # no step ran: no rate to give
         epochs = f"{result['epochs']} epoch" + ("s" if result["epochs"] != 1 else "")
-        print(f"done: nothing left to train ({epochs}, {result['global_step']} steps, done "
-              f"before); run directory {run_dir}")
-    elif world.is_main:
-        print(f"done: {result['global_step']} steps, {result['images_per_s']:.1f} images/s "
-              f"(training only); run directory {run_dir}")
-    return 0
+        return (f"done: nothing left to train ({epochs}, {result['global_step']} steps, done "
+                f"before); run directory {run_dir}")
+    return (f"done: {result['global_step']} steps, {result['images_per_s']:.1f} images/s "
+            f"(training only); run directory {run_dir}")
 
 
 if __name__ == "__main__":
