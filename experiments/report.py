@@ -206,8 +206,9 @@ def runs_report(run_dirs: list[Path], out_dir: Path) -> Path:
                   f"{NOT_EVALUATED_HINT}"]
     for s in summaries:
         name = s["run_dir"].name
-        lines += ["", f"## {name}", "", f"Config changes from the paper: {diff_text(s['config'])}.",
-                  "", timing_line(s), "", curves_section(s, out_dir, name)]
+        lines += ["", f"## {name}", "", evaluation_line(s["result"]), "",
+                  f"Config changes from the paper: {diff_text(s['config'])}.", "",
+                  timing_line(s), "", curves_section(s, out_dir, name)]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import ablate, cli, figures, generated, paper_numbers, recipes, relu_vs_tanh
-from experiments import report_cli, rundir
+from experiments import report, report_cli, rundir
 from conftest import prepared_synthetic
 from paper_alexnet import config
 
@@ -302,6 +302,11 @@ def test_ablate_reproduce_ensemble_figures_end_to_end(imagenet_root, tmp_path, c
     assert row[6] == f"{100 * var['ten_crop']['top1']:.2f}"
     row = _numbers(plain, "seed0 | paper + model.input_size=99")
     assert row[4] == f"{100 * base['center']['top1']:.2f}"
+    n = base["images"]       # each run's result with its intervals and the ten-crop gain
+    assert f"Evaluation on {n:,} val images (95% Wilson intervals): centre crop top-1 " \
+        f"{report.interval_text(base['center']['top1'], n)}" in plain
+    gain = 100 * (base["ten_crop"]["top1"] - base["center"]["top1"])
+    assert f"ten crops − centre crop: {gain:+.2f} / " in plain and "37.5 − 39.0 = -1.5" in plain
 
     # Figures 3 and 4 of the baseline
     assert cli.main(["figures", "--run-dir", str(members[0]), "--data", str(imagenet_root),
