@@ -177,24 +177,51 @@ def discover(root: str, val_labels: str | None = None, test_labels: str | None =
     if not os.path.isdir(root):
         raise InputError(f"input {root} is not a directory; {expected_layouts(root)}")
     skipped = {"train": [], "val": [], "test": []}
-    raw, meta, year, layout = {}, None, None, None
-    for y, files in OFFICIAL.items():
+    layout, year, train, raw = find_input(root, skipped)
+    wnids = train_wnids(root, layout, year, train)
+    index = {w: i for i, w in enumerate(wnids)}
+    splits = {"train": [(n, index[w], src) for w in wnids for n, src in sorted(train[w])]}
+    given, meta = dict(val=val_labels, test=test_labels), None
+    for split, files in raw.items():
+        if isinstance(files, dict):  # class folders
+            splits[split] = labelled([f for w in sorted(files) for f in files[w]],
+                                     [w for w in sorted(files) for _ in files[w]], index, split,
+                                     os.path.join(root, split))
+            continue
+        wn, where, meta = flat_labels(root, layout, year, split, files, given[split], meta,
+                                      skipped)
+        splits[split] = labelled(files, wn, index, split, where)
+    names = read_class_names(root, names_file)
+    if meta:
+        names = {w: words for w, words in meta.values()}
+    classes = [(w, names.get(w, w)) for w in wnids]
+    return dict(layout=layout, year=year, classes=classes, splits=splits, skipped=skipped)
+
+
+def find_input(root: str, skipped: dict) -> tuple:
+    """(layout, year, train {wnid: [(name, src)]}, raw {split: files}) of the first layout found:
+    the official tars of a year, else train/ class folders; val and test where present, as
+    class folders ({wnid: files}) or a flat list of (name, src)."""
+    for year, files in OFFICIAL.items():
         if os.path.exists(os.path.join(root, files["train"])):
-            year, layout = y, "official"
             p = {k: os.path.join(root, v) for k, v in files.items()}
-            train = read_tar(list_train_tar, p["train"], skipped["train"])
-            for split in ("val", "test"):
-                if split in p and os.path.exists(p[split]):
-                    raw[split] = read_tar(list_flat_tar, p[split], skipped[split])
-            break
-    if layout is None and os.path.isdir(os.path.join(root, "train")):
-        layout, train = "folders", list_class_folders(os.path.join(root, "train"), skipped["train"])
-        for split in ("val", "test"):
-            d = os.path.join(root, split)
-            if os.path.isdir(d):
-                sub = list_class_folders(d, skipped[split])
-                raw[split] = sub if sub else list_folder(d, skipped[split])
-    if layout is None or not train:
+            raw = {split: read_tar(list_flat_tar, p[split], skipped[split])
+                   for split in ("val", "test") if split in p and os.path.exists(p[split])}
+            return "official", year, read_tar(list_train_tar, p["train"], skipped["train"]), raw
+    if not os.path.isdir(os.path.join(root, "train")):
+        raise InputError(f"no ILSVRC input found in {root}; {expected_layouts(root)}")
+    train, raw = list_class_folders(os.path.join(root, "train"), skipped["train"]), {}
+    for split in ("val", "test"):
+        d = os.path.join(root, split)
+        if os.path.isdir(d):
+            sub = list_class_folders(d, skipped[split])
+            raw[split] = sub if sub else list_folder(d, skipped[split])
+    return "folders", None, train, raw
+
+
+def train_wnids(root: str, layout: str, year, train: dict) -> list[str]:
+    """The sorted train wnids, or InputError when there are none or a class has no images."""
+    if not train:
         raise InputError(f"no ILSVRC input found in {root}; {expected_layouts(root)}")
     empty = [w for w in sorted(train) if not train[w]]
     if empty:  # kept, it would be a class the network is scored on but never sees
@@ -203,45 +230,34 @@ def discover(root: str, val_labels: str | None = None, test_labels: str | None =
         raise InputError(f"train class {empty[0]} has no images ({where}; {len(empty)} empty "
                          f"classes): restore its images, or remove it to drop the class (every "
                          f"later class index then moves down by one)")
-    wnids = sorted(train)
-    index = {w: i for i, w in enumerate(wnids)}
-    splits = {"train": [(n, index[w], src) for w in wnids for n, src in sorted(train[w])]}
-    flags = dict(val=("--val-labels", val_labels), test=("--test-labels", test_labels))
-    for split, files in raw.items():
-        flag, labels_path = flags[split]
-        if isinstance(files, dict):  # class folders
-            splits[split] = labelled([f for w in sorted(files) for f in files[w]],
-                                     [w for w in sorted(files) for _ in files[w]], index, split,
-                                     os.path.join(root, split))
-            continue
-        names = [n for n, _ in files]
-        if labels_path:
-            wn, absent = read_labels_file(labels_path, names)
-            skipped[split] += absent
-            where = labels_path
-        elif split == "val" and layout == "official" and os.path.exists(
-                os.path.join(root, OFFICIAL[year]["devkit"])):
-            dk = os.path.join(root, OFFICIAL[year]["devkit"])
-            ids, meta = read_tar(read_devkit, dk, year)
-            wn, where = ids_to_wnids(ids, meta, "val", flag, dk, len(names)), dk
-        elif split == "test" and year == 2010 and os.path.exists(
-                os.path.join(root, OFFICIAL[2010]["test_truth"])):
-            truth = os.path.join(root, OFFICIAL[2010]["test_truth"])
-            if meta is None and os.path.exists(os.path.join(root, OFFICIAL[2010]["devkit"])):
-                _, meta = read_tar(read_devkit, os.path.join(root, OFFICIAL[2010]["devkit"]), 2010)
-            with open(truth) as f:
-                ids = [int(x) for x in f.read().split()]
-            wn, where = ids_to_wnids(ids, meta, "test", flag, truth, len(names)), truth
-        else:
-            raise InputError(f"{split} images in {root} have no labels: pass {flag} FILE (lines "
-                             f"'<file name> <wnid>'), use {split}/<wnid>/ folders, or put the "
-                             f"devkit beside the tars")
-        splits[split] = labelled(files, wn, index, split, where)
-    names = read_class_names(root, names_file)
-    if meta:
-        names = {w: words for w, words in meta.values()}
-    classes = [(w, names.get(w, w)) for w in wnids]
-    return dict(layout=layout, year=year, classes=classes, splits=splits, skipped=skipped)
+    return sorted(train)
+
+
+def flat_labels(root: str, layout: str, year, split: str, files: list, labels_path, meta,
+                skipped: dict) -> tuple:
+    """(wnid of each file, where the labels came from, devkit meta or None) of a split without
+    class folders: from --val-labels/--test-labels, else the official devkit (val) or the
+    ILSVRC-2010 test ground truth; InputError when there is none."""
+    flag, names = f"--{split}-labels", [n for n, _ in files]
+    if labels_path:
+        wn, absent = read_labels_file(labels_path, names)
+        skipped[split] += absent
+        return wn, labels_path, meta
+    devkit = os.path.join(root, OFFICIAL[year]["devkit"]) if layout == "official" else None
+    if split == "val" and devkit and os.path.exists(devkit):
+        ids, meta = read_tar(read_devkit, devkit, year)
+        return ids_to_wnids(ids, meta, "val", flag, devkit, len(names)), devkit, meta
+    if split == "test" and year == 2010 and os.path.exists(
+            os.path.join(root, OFFICIAL[2010]["test_truth"])):
+        truth = os.path.join(root, OFFICIAL[2010]["test_truth"])
+        if meta is None and os.path.exists(os.path.join(root, OFFICIAL[2010]["devkit"])):
+            _, meta = read_tar(read_devkit, os.path.join(root, OFFICIAL[2010]["devkit"]), 2010)
+        with open(truth) as f:
+            ids = [int(x) for x in f.read().split()]
+        return ids_to_wnids(ids, meta, "test", flag, truth, len(names)), truth, meta
+    raise InputError(f"{split} images in {root} have no labels: pass {flag} FILE (lines "
+                     f"'<file name> <wnid>'), use {split}/<wnid>/ folders, or put the "
+                     f"devkit beside the tars")
 
 
 _FDS: dict = {}

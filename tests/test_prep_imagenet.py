@@ -149,6 +149,8 @@ def test_flat_val_folder_with_labels_file(tmp_path, style):
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"{n} {w}\n" if style == "pairs" else f"{w}\n"
                               for n, w in val_truth(data)))
+    with pytest.raises(InputError, match="val images in .* have no labels: pass --val-labels"):
+        discover(str(tmp_path / "raw"))
     assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out"]) == 1  # no labels
     assert prep(["--input", tmp_path / "raw", "--out", tmp_path / "out",
                  "--val-labels", labels]) == 0
