@@ -36,6 +36,22 @@ def verify_split(path: str, decode: bool = False) -> list[str]:
         manifest = read_manifest(path)
     except FormatError as e:
         return [str(e)]
+    problems = file_problems(path, manifest)
+    if problems:
+        return problems
+    try:
+        split = PreparedSplit(path)
+    except (FormatError, OSError, ValueError) as e:
+        return [str(e)]
+    problems = index_problems(path, manifest, split)
+    if decode and not problems:
+        problems = decode_problems(path, split)
+    split.close()
+    return problems
+
+
+def file_problems(path: str, manifest: dict) -> list[str]:
+    """Each shard and each other listed file: present, of its size, of its SHA-256."""
     problems = []
     for entry in manifest["shards"]:
         file = os.path.join(path, entry["file"])
@@ -53,13 +69,13 @@ def verify_split(path: str, decode: bool = False) -> list[str]:
             problems.append(f"{file}: missing")
         elif sha256_file(file) != digest:
             problems.append(f"{file}: sha256 differs from the manifest (corrupted)")
-    if problems:
-        return problems
-    try:
-        split = PreparedSplit(path)
-    except (FormatError, OSError, ValueError) as e:
-        return [str(e)]
-    shards = manifest["shards"]
+    return problems
+
+
+def index_problems(path: str, manifest: dict, split: PreparedSplit) -> list[str]:
+    """The index against the manifest: records per shard, offsets that tile each shard, shard
+    numbers, labels and their histogram, the class count, raw record sizes."""
+    problems, shards = [], manifest["shards"]
     shard, offset, length = split._shard, split._offset, split._length
     for k, entry in enumerate(shards):
         sel = shard == k
@@ -81,18 +97,21 @@ def verify_split(path: str, decode: bool = False) -> list[str]:
     if len(split.classes) != manifest["num_classes"]:
         problems.append(f"{path}: {len(split.classes)} classes, manifest says "
                         f"{manifest['num_classes']}")
-    if split.encoding == "raw":
-        want = int(np.prod(split.image_shape))
-        if np.any(length != want):
-            problems.append(f"{path}/{INDEX}: raw records must be {want} bytes each")
-    if decode and not problems:
-        for i in range(len(split)):
-            try:
-                if split.image(i).shape != split.image_shape:
-                    problems.append(f"{path}: record {i} ({split.names[i]}) has the wrong shape")
-            except (OSError, ValueError) as e:
-                problems.append(f"{path}: record {i} ({split.names[i]}) does not decode: {e}")
-    split.close()
+    if split.encoding == "raw" and np.any(length != int(np.prod(split.image_shape))):
+        problems.append(f"{path}/{INDEX}: raw records must be "
+                        f"{int(np.prod(split.image_shape))} bytes each")
+    return problems
+
+
+def decode_problems(path: str, split: PreparedSplit) -> list[str]:
+    """Every record decoded: one problem per record that fails or has the wrong shape."""
+    problems = []
+    for i in range(len(split)):
+        try:
+            if split.image(i).shape != split.image_shape:
+                problems.append(f"{path}: record {i} ({split.names[i]}) has the wrong shape")
+        except (OSError, ValueError) as e:
+            problems.append(f"{path}: record {i} ({split.names[i]}) does not decode: {e}")
     return problems
 
 

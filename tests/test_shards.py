@@ -120,6 +120,21 @@ def test_verify_detects_an_edited_index_and_manifest(tmp_path):
     assert any("index.npz: sha256" in p for p in verify_split(str(tmp_path / "s")))
 
 
+def test_verify_decode_names_each_record_that_is_not_an_image_of_the_split(tmp_path):
+    """Checksums cannot see a record stored broken from the start; decode=True names it."""
+    def jpeg(size):
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(buf, "JPEG")
+        return buf.getvalue()
+    items = [(jpeg(8), 0, "good"), (b"not a jpeg", 1, "broken"), (jpeg(9), 2, "too big")]
+    write_split(tmp_path / "j", items, encoding="jpeg", image_shape=(8, 8, 3), classes=CLASSES)
+    assert verify_split(str(tmp_path / "j")) == []
+    problems = verify_split(str(tmp_path / "j"), decode=True)
+    assert len(problems) == 2
+    assert "record 1 (broken) does not decode" in problems[0]
+    assert "record 2 (too big) does not decode" in problems[1] and "(8,8,3)" in problems[1]
+
+
 def test_verify_cli_exit_code(tmp_path):
     from data_prep.__main__ import main
     raw_split(tmp_path / "s")
