@@ -213,44 +213,57 @@ def generate(out: str | Path, classes: int = 10, train_per_class: int = 160,
     jobs = [(seed, "train", c, k, classes, plan.get(("train", c, k)))
             for c in range(classes) for k in range(train_per_class)]
     jobs += [(seed, "val", c, k, classes, plan.get(("val", c, k))) for c, k in order]
-    images = _encoded(jobs, max(1, workers), progress)  # consumed below in exactly jobs' order
+    images = _encoded(jobs, max(1, workers), progress)  # consumed in exactly jobs' order
     if layout == "folders":
-        for c in range(classes):
-            folder = out / "train" / wnid(c)
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(train_per_class):
-                (folder / f"{wnid(c)}_{k + 1}.JPEG").write_bytes(next(images))
-        for i, (c, k) in enumerate(order):
-            folder = out / "val" / wnid(c)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / _val_name(i)).write_bytes(next(images))
-        names = "".join(f"{wnid(c)} {class_design(c, classes)['name']}\n" for c in range(classes))
-        (out / "synset_words.txt").write_text(names)  # class names, read by data_prep.imagenet
+        write_folders(out, images, classes, train_per_class, order)
     else:
-        ustar = tarfile.USTAR_FORMAT
-        with tarfile.open(out / "ILSVRC2012_img_train.tar", "w", format=ustar) as tar:
-            for c in range(classes):
-                inner = io.BytesIO()
-                with tarfile.open(fileobj=inner, mode="w", format=ustar) as sub:
-                    for k in range(train_per_class):
-                        _add(sub, f"{wnid(c)}_{k + 1}.JPEG", next(images))
-                _add(tar, f"{wnid(c)}.tar", inner.getvalue())
-        with tarfile.open(out / "ILSVRC2012_img_val.tar", "w", format=ustar) as tar:
-            for i in range(len(order)):
-                _add(tar, _val_name(i), next(images))
-        devkit = devkit_files(seed, classes, val_per_class, train_per_class)
-        with open(out / f"{DEVKIT}.tar.gz", "wb") as raw, \
-                gzip.GzipFile(filename=f"{DEVKIT}.tar", mode="wb", fileobj=raw,
-                              mtime=TAR_MTIME) as gz, \
-                tarfile.open(fileobj=gz, mode="w", format=ustar) as tar:
-            for name, data in devkit.items():
-                _add(tar, f"{DEVKIT}/{name}", data)
+        write_tars(out, images, seed, classes, train_per_class, val_per_class, order)
     images.close()
     record = dict(options=options, complete=True)
     write_atomic(out / RECORD, (json.dumps(record) + "\n").encode())
     seconds = time.perf_counter() - start
     return dict(summary, unchanged=False, seconds=round(seconds, 2),
                 images_per_second=round(len(jobs) / seconds, 1))
+
+
+def write_folders(out: Path, images, classes: int, train_per_class: int, order) -> None:
+    """train/<wnid>/<wnid>_<k>.JPEG and val/<wnid>/ILSVRC2012_val_*.JPEG, plus the class names;
+    `images` yields the JPEGs in that order (train by class, then val in `order`)."""
+    for c in range(classes):
+        folder = out / "train" / wnid(c)
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(train_per_class):
+            (folder / f"{wnid(c)}_{k + 1}.JPEG").write_bytes(next(images))
+    for i, (c, k) in enumerate(order):
+        folder = out / "val" / wnid(c)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / _val_name(i)).write_bytes(next(images))
+    names = "".join(f"{wnid(c)} {class_design(c, classes)['name']}\n" for c in range(classes))
+    (out / "synset_words.txt").write_text(names)  # class names, read by data_prep.imagenet
+
+
+def write_tars(out: Path, images, seed: int, classes: int, train_per_class: int,
+               val_per_class: int, order) -> None:
+    """The official ILSVRC-2012 files: the train tar of per-class tars, the flat val tar and the
+    devkit whose ground truth labels val; `images` as for write_folders."""
+    ustar = tarfile.USTAR_FORMAT
+    with tarfile.open(out / "ILSVRC2012_img_train.tar", "w", format=ustar) as tar:
+        for c in range(classes):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w", format=ustar) as sub:
+                for k in range(train_per_class):
+                    _add(sub, f"{wnid(c)}_{k + 1}.JPEG", next(images))
+            _add(tar, f"{wnid(c)}.tar", inner.getvalue())
+    with tarfile.open(out / "ILSVRC2012_img_val.tar", "w", format=ustar) as tar:
+        for i in range(len(order)):
+            _add(tar, _val_name(i), next(images))
+    devkit = devkit_files(seed, classes, val_per_class, train_per_class)
+    with open(out / f"{DEVKIT}.tar.gz", "wb") as raw, \
+            gzip.GzipFile(filename=f"{DEVKIT}.tar", mode="wb", fileobj=raw,
+                          mtime=TAR_MTIME) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=ustar) as tar:
+        for name, data in devkit.items():
+            _add(tar, f"{DEVKIT}/{name}", data)
 
 
 def main(argv: list[str] | None = None) -> int:
