@@ -179,21 +179,11 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool | None =
     if not checkpoints:
         raise EvaluationError("no checkpoint to evaluate: name one with --checkpoint or --run-dir")
     with preflight.starting():
-        check_settings(overrides)
-        root = preflight.check_data_root(data_root)
-        if any(o.split("=", 1)[0].strip() == "model.devices" for o in overrides):
-            devices = config.load(None, overrides).model.devices
-        if devices is None and world.distributed:
-            devices = distributed.replica_devices(world, ("auto",))
-        loaded = [checkpoint.load_model(p, devices) for p in checkpoints]
-        _check_members(checkpoints, [c for c, _, _ in loaded], split)
-        for path, (c, _, _) in zip(checkpoints, loaded):
-            preflight.check_classes(c.model.num_classes, root, split, str(path))
+        root, loaded = _load_members(checkpoints, data_root, split, devices, overrides, world)
         cfg = config.build_with_overrides(config.RunConfig, config.to_dict(loaded[0][0]),
                                           list(overrides) + ([f"eval.batch_size={batch_size}"]
                                                              if batch_size is not None else []))
-        if ten_crop is None:
-            ten_crop = cfg.eval.ten_crop
+        ten_crop = cfg.eval.ten_crop if ten_crop is None else ten_crop
         if ten_crop and cfg.data.geometry == "resize":
             raise preflight.StartError("ten crops need data.geometry=crop: this network was "
                                        "trained on resized images, which have one view; "
@@ -205,25 +195,48 @@ def evaluate(checkpoints, data_root, split: str = "val", ten_crop: bool | None =
                                                world_size=world.world_size,
                                                device=models[0].input_device)
                    for view, _ in view_sets}      # built now: their errors raise before any work
-    notes = [results.data_change(s.get("data"), root, Path(p).name)
-             for p, (_, _, s) in zip(checkpoints, loaded)]
-    notes = [n for n in notes if n]
-    for note in notes if world.is_main else ():   # loudly, not refused: still these nets' errors
-        print(f"alexnet eval: WARNING: {note}", file=sys.stderr, flush=True)
+    result = _result_header(checkpoints, loaded, root, split, len(indices), world)
     dtype = resolve_precision(cfg, models[0].input_device)
-    result = dict(split=split, images=len(indices), checkpoints=[str(p) for p in checkpoints],
-                  steps=[s.get("global_step") for _, _, s in loaded],
-                  epochs=[s.get("epoch") for _, _, s in loaded],
-                  planned_epochs=[c.train.epochs for c, _, _ in loaded],
-                  data_manifest_sha256=results.data_id(root, split),
-                  code_version=checkpoint.code_version(),
-                  **({"data_note": "; ".join(notes)} if notes else {}))
     for view, n_views in view_sets:
         progress = _progress(view, len(indices), say, world.world_size) if say else None
         result[view] = error_rates(models, streams[view], views=n_views, split_len=len(indices),
                                     world=world, dtype=dtype, index_space=indices,
                                     progress=progress)
     return result
+
+
+def _load_members(checkpoints, data_root, split: str, devices, overrides, world) -> tuple:
+    """(data root, [(config, model, state)] of each checkpoint) once the settings, the data,
+    the devices, the members' agreement and their class counts are checked."""
+    check_settings(overrides)
+    root = preflight.check_data_root(data_root)
+    if any(o.split("=", 1)[0].strip() == "model.devices" for o in overrides):
+        devices = config.load(None, overrides).model.devices
+    if devices is None and world.distributed:
+        devices = distributed.replica_devices(world, ("auto",))
+    loaded = [checkpoint.load_model(p, devices) for p in checkpoints]
+    _check_members(checkpoints, [c for c, _, _ in loaded], split)
+    for path, (c, _, _) in zip(checkpoints, loaded):
+        preflight.check_classes(c.model.num_classes, root, split, str(path))
+    return root, loaded
+
+
+def _result_header(checkpoints, loaded, root, split: str, images: int, world) -> dict:
+    """What result.json says besides the errors: what was evaluated on which data, by which
+    code; a data_note (also printed, loudly but not refused) when the data changed since
+    training."""
+    notes = [results.data_change(s.get("data"), root, Path(p).name)
+             for p, (_, _, s) in zip(checkpoints, loaded)]
+    notes = [n for n in notes if n]
+    for note in notes if world.is_main else ():   # still these nets' errors, so not refused
+        print(f"alexnet eval: WARNING: {note}", file=sys.stderr, flush=True)
+    return dict(split=split, images=images, checkpoints=[str(p) for p in checkpoints],
+                steps=[s.get("global_step") for _, _, s in loaded],
+                epochs=[s.get("epoch") for _, _, s in loaded],
+                planned_epochs=[c.train.epochs for c, _, _ in loaded],
+                data_manifest_sha256=results.data_id(root, split),
+                code_version=checkpoint.code_version(),
+                **({"data_note": "; ".join(notes)} if notes else {}))
 
 
 def _positive(text: str) -> int:
