@@ -109,16 +109,9 @@ def start(requested, data_root, run_dir: Path, world, allow_change=()) -> Run:
     (resume.py), the data (preflight.py: a prepared ROOT, enough images for a batch, the classes of
     model.num_classes), the devices, the network, optimiser and schedule, the newest checkpoint
     loaded into them, the first epoch's batches. Errors are one line (preflight.StartError)."""
-    from data_prep.files import output_problem, overlap_problem
     from paper_alexnet import data as data_lib   # the input pipeline (owned by data.py)
     from paper_alexnet import model as model_lib
-    problem = output_problem(run_dir)
-    if problem:
-        raise preflight.StartError(f"--run-dir {run_dir}: {problem}: choose a run directory "
-                                   f"that can be written")
-    problem = overlap_problem(run_dir, "--run-dir", [("--data", data_root)], itself=("run",))
-    if problem:
-        raise preflight.StartError(problem)
+    check_run_dir(run_dir, data_root)
     found = checkpoint.load_latest(run_dir)      # every rank reads the same newest checkpoint
     cfg, changes, note = resolve_run_config(requested, run_dir,
                                             found[1]["config"] if found else None, allow_change)
@@ -137,29 +130,45 @@ def start(requested, data_root, run_dir: Path, world, allow_change=()) -> Run:
               optimizer=optimizer, schedule=schedule, data=results.data_identity(root),
               changes=changes, note=note)
     if found is not None:
-        path, state = found
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-        except (RuntimeError, ValueError, KeyError) as err:
-            first = str(err).strip().splitlines()[0]
-            raise preflight.StartError(f"{path} does not fit the network of this config "
-                                       f"({first}): resume with the config that trained it, or "
-                                       f"start a new --run-dir") from None
-        if schedule.base_lr != cfg.optim.lr:      # optim.lr changed with --allow-change
-            schedule.rebase(cfg.optim.lr)
-        checkpoint.set_rng_state(state["rng"])
-        change = results.data_change(state.get("data"), root, path.name)
-        if change:     # said loudly, not refused: the user may have meant it (docs/training.md)
-            run.data_changed = (f"{change}; the resumed run continues on it (recorded in "
-                                f"metrics.jsonl)")
-        run.epoch, run.step_in_epoch = state["epoch"], state["step"]
-        run.global_step, run.resumed_from = state["global_step"], path
+        restore(run, *found)
     if run.epoch < cfg.train.epochs:      # built now: its errors (crop sizes, stats) raise here
         run.batches = data_lib.train_batches(root, cfg, run.epoch, run.step_in_epoch,
                                              world.rank, world.world_size, model.input_device)
     return run
+
+
+def check_run_dir(run_dir: Path, data_root) -> None:
+    """StartError unless --run-dir can be written and lies apart from --data."""
+    from data_prep.files import output_problem, overlap_problem
+    problem = output_problem(run_dir)
+    if problem:
+        raise preflight.StartError(f"--run-dir {run_dir}: {problem}: choose a run directory "
+                                   f"that can be written")
+    problem = overlap_problem(run_dir, "--run-dir", [("--data", data_root)], itself=("run",))
+    if problem:
+        raise preflight.StartError(problem)
+
+
+def restore(run: Run, path: Path, state: dict) -> None:
+    """Load checkpoint `state` (read from `path`) into the run: weights, momentum, schedule, the
+    random streams and the position; a network it does not fit is a StartError."""
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.schedule.load_state_dict(state["schedule"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise preflight.StartError(f"{path} does not fit the network of this config "
+                                   f"({first}): resume with the config that trained it, or "
+                                   f"start a new --run-dir") from None
+    if run.schedule.base_lr != run.cfg.optim.lr:      # optim.lr changed with --allow-change
+        run.schedule.rebase(run.cfg.optim.lr)
+    checkpoint.set_rng_state(state["rng"])
+    change = results.data_change(state.get("data"), run.root, path.name)
+    if change:     # said loudly, not refused: the user may have meant it (docs/training.md)
+        run.data_changed = f"{change}; the resumed run continues on it (recorded in metrics.jsonl)"
+    run.epoch, run.step_in_epoch = state["epoch"], state["step"]
+    run.global_step, run.resumed_from = state["global_step"], path
 
 
 def position(epoch: int, step_in_epoch: int, global_step: int, steps: int, epochs: int) -> str:

@@ -129,6 +129,21 @@ def test_a_resume_refuses_another_network_in_one_line_and_changes_nothing(data_r
     assert snapshot(run) == before
 
 
+def test_a_checkpoint_whose_tensors_do_not_fit_the_network_is_one_start_error(data_root,
+                                                                              tmp_path):
+    """Past the config check (the same config, its checkpoint's weights of another shape, as a
+    hand-edited or foreign file would hold): restoring it names the file and both ways out."""
+    from pathlib import Path
+    from paper_alexnet import distributed, preflight
+    cfg = config.load(None, BASE)
+    run = resume.start(cfg, data_root, tmp_path / "run", distributed.World())
+    state = {"model": {k: v[:1] for k, v in run.model.state_dict().items()}}
+    with pytest.raises(preflight.StartError, match=r"(?s)^ckpt\.pt does not fit the network of "
+                       r"this config \(.+\): resume with the config that trained it, or start "
+                       r"a new --run-dir$"):
+        resume.restore(run, Path("ckpt.pt"), state)
+
+
 class Kill(Exception):
     pass
 
