@@ -415,7 +415,6 @@ def _optimiser_line(exp_dir: Path, manifest: dict, curves: dict, searched: bool)
 def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir or exp_dir / "report")
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig = paper_numbers.FIGURE1
     search = manifest.get("search", "grid")
     fixed_lrs = manifest.get("fixed_lrs", {})
     lines = _header(exp_dir, manifest)
@@ -428,36 +427,12 @@ def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> 
         lines += _search_section(exp_dir, manifest, search)
     lines += ["## Full runs", ""]
     curves = seed_curves(exp_dir, manifest)
-    seeds = manifest.get("seeds", [0])
     lines += _optimiser_line(exp_dir, manifest, curves, bool(searched_acts))
-    rows, series = [], []
-    for act in ACTIVATIONS:
-        for seed, errors in curves[act].items():
-            first, interpolated = crossing(errors or [])
-            rows.append([act, f"{manifest['chosen'][act]:g}", seed,
-                         len(errors) if errors is not None else "diverged",
-                         first or "not reached", report.num(interpolated),
-                         report.pct(errors[-1] if errors else None)])
-            if errors:
-                series.append({"x": list(range(1, len(errors) + 1)), "y": errors,
-                               "label": f"{act}" + (f" seed {seed}" if len(seeds) > 1 else ""),
-                               "style": "-" if act == "relu" else "--", "color": "black"})
+    rows, series = _run_rows(manifest, curves)
     lines.append(report.table(
         ["activation", "lr", "seed", "epochs run", "first epoch at or below 25%",
          "epochs to 25%, interpolated", "last train error %"], rows))
-    agg = aggregate_seeds(curves["relu"], curves["tanh"])
-    if len(seeds) > 1:
-        lines += ["", f"Over the seeds (mean, and the range in brackets, of the runs that reached "
-                  f"{100 * TARGET:.0f}%):", "", report.table(
-                      ["activation", "runs", "reached 25%", "first epoch at or below 25%",
-                       "epochs to 25%, interpolated"],
-                      [[act, agg[act]["runs"], agg[act]["reached"], epochs_text(agg[act], "first"),
-                        epochs_text(agg[act], "interpolated")] for act in ACTIVATIONS
-                       if agg[act]["runs"]])]
-    lines += ["", _speedup_sentence(agg, manifest, fig), "",
-              "No training-time ratio is given: the runs' step times include whatever else "
-              "shared the machine while they ran, and a ratio of times needs the step times of "
-              "both activations measured in one run with nothing else on the machine.", ""]
+    lines += _seeds_section(curves, manifest)
     longest = max([len(s["x"]) for s in series] + [0])
     rows = [[e + 1] + [report.pct(s["y"][e]) if e < len(s["y"]) else "—" for s in series]
             for e in range(longest)]
@@ -471,6 +446,41 @@ def write_report(exp_dir: Path, manifest: dict, out_dir: Path | None = None) -> 
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _run_rows(manifest: dict, curves: dict) -> tuple[list, list]:
+    """(one table row per full run, one Figure 1 line per run that trained)."""
+    rows, series, several = [], [], len(manifest.get("seeds", [0])) > 1
+    for act in ACTIVATIONS:
+        for seed, errors in curves[act].items():
+            first, interpolated = crossing(errors or [])
+            rows.append([act, f"{manifest['chosen'][act]:g}", seed,
+                         len(errors) if errors is not None else "diverged",
+                         first or "not reached", report.num(interpolated),
+                         report.pct(errors[-1] if errors else None)])
+            if errors:
+                series.append({"x": list(range(1, len(errors) + 1)), "y": errors,
+                               "label": f"{act}" + (f" seed {seed}" if several else ""),
+                               "style": "-" if act == "relu" else "--", "color": "black"})
+    return rows, series
+
+
+def _seeds_section(curves: dict, manifest: dict) -> list:
+    """Over the seeds (with several), the speed-up against the paper's, and why no time ratio."""
+    agg = aggregate_seeds(curves["relu"], curves["tanh"])
+    lines = []
+    if len(manifest.get("seeds", [0])) > 1:
+        lines += ["", f"Over the seeds (mean, and the range in brackets, of the runs that reached "
+                  f"{100 * TARGET:.0f}%):", "", report.table(
+                      ["activation", "runs", "reached 25%", "first epoch at or below 25%",
+                       "epochs to 25%, interpolated"],
+                      [[act, agg[act]["runs"], agg[act]["reached"], epochs_text(agg[act], "first"),
+                        epochs_text(agg[act], "interpolated")] for act in ACTIVATIONS
+                       if agg[act]["runs"]])]
+    return lines + ["", _speedup_sentence(agg, manifest, paper_numbers.FIGURE1), "",
+                    "No training-time ratio is given: the runs' step times include whatever else "
+                    "shared the machine while they ran, and a ratio of times needs the step times "
+                    "of both activations measured in one run with nothing else on the machine.", ""]
 
 
 def _speedup_sentence(agg: dict, manifest: dict, fig: dict) -> str:
