@@ -247,18 +247,19 @@ def prepare_split(out_dir: str, items: list, classes: list, params: dict, *, ski
                  max_failures, source or {}, compare_with)
 
 
-def merge(out_dir, parts, n_chunks, classes, params, plan, skipped, max_failures, source,
-          compare_with=()):
-    anomalies = list(skipped)
+def _chunk_metas(parts, n_chunks) -> list[dict]:
+    """Each finished chunk's small arrays; the stats sums stay on disk until they are added."""
     metas = []
-    for k in range(n_chunks):  # the small arrays only: the stats sums are added one by one below
+    for k in range(n_chunks):
         path = chunk_path(parts, k, "npz")
         metas.append(load_chunk(path, ("length", "label", "name", "digest", "anomalies")))
         if any(v is None for v in metas[-1].values()):
             raise PrepError(f"{path} is damaged (arrays missing): delete it and re-run the same "
                             f"command (that chunk is recomputed)")
-        anomalies += json.loads(str(metas[-1]["anomalies"]))
-    anomalies += sources.duplicates(metas, sources.earlier_digests(compare_with))
+    return metas
+
+
+def _check_failures(anomalies, max_failures, parts) -> None:
     failures = [a for a in anomalies if a["kind"] in FAILURES]
     if len(failures) > max_failures:
         listing = "\n".join(f"  {a['name']}: {a['kind']}: {a['reason']}" for a in failures[:50])
@@ -266,27 +267,41 @@ def merge(out_dir, parts, n_chunks, classes, params, plan, skipped, max_failures
                         f"{max_failures}):\n{listing}\nfinished chunks are kept in {parts}: re-run "
                         f"with --max-failures {len(failures)} to accept them (each is listed in "
                         f"the manifest), or fix the inputs and delete {parts}")
+
+
+def _copy_chunks(writer, metas, parts, shape, raw: bool, with_stats: bool):
+    """Every chunk's records into the shards, in order; returns the summed stats (or the empty
+    sums when stats are not asked for)."""
+    acc = stats.empty(shape)
+    for k, meta in enumerate(metas):
+        with open(chunk_path(parts, k, "bin"), "rb") as f:
+            blob = f.read()
+        pos = 0
+        for n, lab, name in zip(meta["length"], meta["label"], meta["name"]):
+            record = blob[pos:pos + int(n)]
+            writer.add(np.frombuffer(record, np.uint8).reshape(shape) if raw else record,
+                       int(lab), str(name))
+            pos += int(n)
+        if with_stats:
+            with np.load(chunk_path(parts, k, "npz"), allow_pickle=False) as z:
+                acc = stats.combine([acc, {key: z[f"acc_{key}"].astype(np.int64) for key in acc}])
+    return acc
+
+
+def merge(out_dir, parts, n_chunks, classes, params, plan, skipped, max_failures, source,
+          compare_with=()):
+    metas = _chunk_metas(parts, n_chunks)
+    anomalies = list(skipped) + [a for m in metas for a in json.loads(str(m["anomalies"]))]
+    anomalies += sources.duplicates(metas, sources.earlier_digests(compare_with))
+    _check_failures(anomalies, max_failures, parts)
     counts = dict(images=sum(len(m["label"]) for m in metas), **{
         kind: sum(a["kind"] == kind for a in anomalies)
         for kind in ("converted", "rejected", "skipped", "missing", "duplicate")})
     shape = image_shape(params)
     raw = params["size"] is None
     writer = ShardWriter(out_dir, "raw" if raw else "jpeg", shape, classes, params["shard_bytes"])
-    acc = stats.empty(shape)
     try:
-        for k, meta in enumerate(metas):
-            with open(chunk_path(parts, k, "bin"), "rb") as f:
-                blob = f.read()
-            pos = 0
-            for n, lab, name in zip(meta["length"], meta["label"], meta["name"]):
-                record = blob[pos:pos + int(n)]
-                writer.add(np.frombuffer(record, np.uint8).reshape(shape) if raw else record,
-                           int(lab), str(name))
-                pos += int(n)
-            if params["stats"]:
-                with np.load(chunk_path(parts, k, "npz"), allow_pickle=False) as z:
-                    acc = stats.combine([acc, {key: z[f"acc_{key}"].astype(np.int64)
-                                               for key in acc}])
+        acc = _copy_chunks(writer, metas, parts, shape, raw, params["stats"])
         sources.save(out_dir, metas)
         extra = [sources.SOURCES]
         if params["stats"]:
