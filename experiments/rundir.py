@@ -46,22 +46,9 @@ def _epoch_of(step: int, val_steps: list[int]) -> int:
     return len(val_steps) + 1
 
 
-def epoch_curves(records: list[dict], batch_size: int = 1) -> dict:
-    """Per-epoch curves from metrics records.
-
-    train_error[e] is the RUNNING training error of epoch e+1: the mean top-1 error of the batches
-    seen during that epoch (each record weighted by the steps it covers), as cuda-convnet reported
-    it and as Figure 1 plots it; the weights move during the epoch, so it lags a pass over the
-    training set made at the end of the epoch. Returns lists indexed by epoch number (1-based), NaN
-    where nothing was logged: {"epoch", "train_error", "train_loss", "val_top1", "val_top5", "lr",
-    "train_time_s", "val_split"} (train_time_s = cumulative training time at the end of each
-    epoch, summed over sessions; val_split = the split the per-epoch records were measured on,
-    schedule.signal_split: "val", or "train_holdout")."""
-    val = {}
-    for r in records:
-        if r.get("kind") == "val":
-            val[len(val) + 1] = r
-    val_steps = [int(r["step"]) for r in val.values()]
+def _train_by_epoch(records: list[dict], val_steps: list[int]):
+    """From the "train" records: per epoch, [sum of steps × error, sum of steps × loss, steps],
+    the last lr logged and the cumulative training time (summed over sessions)."""
     sums: dict[int, list[float]] = {}
     lr_by_epoch: dict[int, float] = {}
     time_by_epoch: dict[int, float] = {}
@@ -84,15 +71,32 @@ def epoch_curves(records: list[dict], batch_size: int = 1) -> dict:
             session_base += previous_time
         previous_time = t
         time_by_epoch[e] = session_base + t
-    last = max([0, *sums, *val])
-    epochs = list(range(1, last + 1))
+    return sums, lr_by_epoch, time_by_epoch
+
+
+def epoch_curves(records: list[dict]) -> dict:
+    """Per-epoch curves from metrics records.
+
+    train_error[e] is the RUNNING training error of epoch e+1: the mean top-1 error of the batches
+    seen during that epoch (each record weighted by the steps it covers), as cuda-convnet reported
+    it and as Figure 1 plots it; the weights move during the epoch, so it lags a pass over the
+    training set made at the end of the epoch. Returns lists indexed by epoch number (1-based), NaN
+    where nothing was logged: {"epoch", "train_error", "train_loss", "val_top1", "val_top5", "lr",
+    "train_time_s", "val_split"} (train_time_s = cumulative training time at the end of each
+    epoch, summed over sessions; val_split = the split the per-epoch records were measured on,
+    schedule.signal_split: "val", or "train_holdout")."""
+    val = dict(enumerate((r for r in records if r.get("kind") == "val"), start=1))
+    sums, lr_by_epoch, time_by_epoch = _train_by_epoch(records, [int(r["step"])
+                                                                 for r in val.values()])
+    epochs = list(range(1, max([0, *sums, *val]) + 1))
     nan = math.nan
+
+    def mean(e, i):
+        return sums[e][i] / sums[e][2] if e in sums and sums[e][2] else nan
     return {
         "epoch": epochs,
-        "train_error": [sums[e][0] / sums[e][2] if e in sums and sums[e][2] else nan
-                        for e in epochs],
-        "train_loss": [sums[e][1] / sums[e][2] if e in sums and sums[e][2] else nan
-                       for e in epochs],
+        "train_error": [mean(e, 0) for e in epochs],
+        "train_loss": [mean(e, 1) for e in epochs],
         "val_top1": [float(val[e]["top1"]) if e in val else nan for e in epochs],
         "val_top5": [float(val[e]["top5"]) if e in val else nan for e in epochs],
         "lr": [lr_by_epoch.get(e, nan) for e in epochs],
