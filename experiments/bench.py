@@ -209,6 +209,53 @@ def _attempt(log, what: str, fn, *args):
         return {"error": text}
 
 
+PLAIN = Setting(None, False, False)   # fp32, contiguous, eager: the reference step
+
+
+def _lrn_rows(log, device, batch, dtype_fast, iters) -> tuple[list, dict]:
+    """LRN timed at the fast setting's dtype (and float32 too on a GPU); a dtype that fails gives
+    an error entry, not an exception."""
+    dtypes = [dtype_fast or torch.float32] + ([torch.float32] if device.type == "cuda" else [])
+    rows, errors = [], {}
+    for dtype in dtypes:
+        got = _attempt(log, "LRN", measure_lrn, device, batch, dtype, iters)
+        if isinstance(got, dict):
+            errors[str(dtype)] = got["error"]
+        else:
+            rows += got
+    return rows, errors
+
+
+def _train_steps(device, batch, p, fast, compile_: bool) -> dict:
+    timing = (p["warmup"], p["rounds"], p["iters"])
+    variants = ("faithful", "torchvision", "no_lrn", "grouped")
+    steps = measure_steps(device, batch, variants, [fast], *timing)
+    steps.update(measure_steps(device, batch, ("faithful",), [PLAIN], *timing))
+    if compile_:   # the pair the targets compare; compiling all four would take minutes more
+        steps.update(measure_steps(device, batch, ("faithful", "torchvision"),
+                                   [fast_setting(device, compiled=True)], *timing))
+    return steps
+
+
+def _input_side(log, device, batch, p, fast, workdir) -> dict:
+    """The input pipeline alone and end to end, on a prepared set written for the purpose."""
+    log("writing a prepared set with data_prep ...")
+    e2e_batches = p["e2e_warmup"] + p["e2e_steps"]
+    root = make_prepared_set(Path(workdir) / "prepared",
+                             batch * max(p["pipeline_batches"] + 1, e2e_batches),
+                             val_images=batch, unique=p["unique_images"])
+    log("input pipeline ...")
+    pipeline = _attempt(log, "input pipeline", measure_pipeline, root, device, batch,
+                        p["pipeline_batches"], p["pipeline_workers"], p["backends"])
+    log("end to end ...")
+    end_to_end = [dict(_attempt(log, f"end to end ({backend})", measure_end_to_end, root, device,
+                                fast, batch, p["e2e_steps"], p["e2e_warmup"], w, backend,
+                                workdir),
+                       backend=backend, workers=w)
+                  for backend, w in p["e2e"]]
+    return dict(pipeline=pipeline, end_to_end=end_to_end)
+
+
 def run(device, batch: int, quick: bool, compile_: bool, workdir, log=print,
         overrides: dict | None = None) -> dict:
     """Everything `alexnet bench` measures, as one dict (see the module docstring);
@@ -218,47 +265,20 @@ def run(device, batch: int, quick: bool, compile_: bool, workdir, log=print,
         torch.backends.cudnn.benchmark = True    # fixed shapes: let cuDNN pick its fastest kernels
     p = {**plan(device, batch, quick), **(overrides or {})}
     fast = fast_setting(device)
-    plain = Setting(None, False, False)
-    compiled = fast_setting(device, compiled=True)
     result = dict(environment=environment(device),
                   settings=dict(device=device.type, batch=batch, quick=quick, compile=compile_,
                                 channels_last=fast.channels_last, **p),
-                  model_only_key=f"faithful | {fast.label}", plain_key=f"faithful | {plain.label}")
+                  model_only_key=f"faithful | {fast.label}",
+                  plain_key=f"faithful | {PLAIN.label}")
     log("LRN ...")
-    dtypes = [fast.dtype or torch.float32] + ([torch.float32] if device.type == "cuda" else [])
-    result["lrn"], result["lrn_errors"] = [], {}
-    for dtype in dtypes:
-        rows = _attempt(log, "LRN", measure_lrn, device, batch, dtype, p["lrn_iters"])
-        if isinstance(rows, dict):
-            result["lrn_errors"][str(dtype)] = rows["error"]
-        else:
-            result["lrn"] += rows
+    result["lrn"], result["lrn_errors"] = _lrn_rows(log, device, batch, fast.dtype,
+                                                    p["lrn_iters"])
     log("train steps ...")
-    variants = ("faithful", "torchvision", "no_lrn", "grouped")
-    steps = measure_steps(device, batch, variants, [fast], p["warmup"], p["rounds"], p["iters"])
-    steps.update(measure_steps(device, batch, ("faithful",), [plain], p["warmup"], p["rounds"],
-                               p["iters"]))
-    if compile_:   # the pair the targets compare; compiling all four would take minutes more
-        steps.update(measure_steps(device, batch, ("faithful", "torchvision"), [compiled],
-                                   p["warmup"], p["rounds"], p["iters"]))
-    result["steps"] = steps
+    result["steps"] = _train_steps(device, batch, p, fast, compile_)
     log("ten-crop evaluation ...")
     result["ten_crop"] = _attempt(log, "ten-crop evaluation", measure_ten_crop, device,
                                   p["ten_crop_images"], fast, p["warmup"], p["rounds"])
-    log("writing a prepared set with data_prep ...")
-    e2e_batches = p["e2e_warmup"] + p["e2e_steps"]
-    root = make_prepared_set(Path(workdir) / "prepared",
-                             batch * max(p["pipeline_batches"] + 1, e2e_batches),
-                             val_images=batch, unique=p["unique_images"])
-    log("input pipeline ...")
-    result["pipeline"] = _attempt(log, "input pipeline", measure_pipeline, root, device, batch,
-                                  p["pipeline_batches"], p["pipeline_workers"], p["backends"])
-    log("end to end ...")
-    result["end_to_end"] = [dict(_attempt(log, f"end to end ({backend})", measure_end_to_end,
-                                          root, device, fast, batch, p["e2e_steps"],
-                                          p["e2e_warmup"], w, backend, workdir),
-                                 backend=backend, workers=w)
-                            for backend, w in p["e2e"]]
+    result.update(_input_side(log, device, batch, p, fast, workdir))
     result["ratios"] = ratios(result)
     result["targets"] = targets(result)
     return result
