@@ -266,8 +266,7 @@ def write_tars(out: Path, images, seed: int, classes: int, train_per_class: int,
             _add(tar, f"{DEVKIT}/{name}", data)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`alexnet prep synthetic OUT [...]`."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alexnet prep synthetic",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="directory to write the raw dataset into")
@@ -288,7 +287,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anomalies", action="store_true",
                         help="include a PNG named .JPEG, CMYK JPEGs and a grayscale JPEG, as in "
                              "the real ILSVRC-2012 (docs/paper.md §1)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _print_summary(out, summary: dict) -> None:
+    if summary["unchanged"]:
+        print(f"synthetic: {out} already holds these {summary['train']} train + "
+              f"{summary['val']} val images (same options): nothing written")
+        return
+    print(f"synthetic: wrote {summary['train']} train + {summary['val']} val images of "
+          f"{summary['classes']} classes ({summary['layout']}) to {summary['root']} in "
+          f"{summary['seconds']} s ({summary['images_per_second']} images/s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`alexnet prep synthetic OUT [...]`."""
+    args = _parser().parse_args(argv)
     last, summary = [0.0], {}
 
     def progress(done, total):
@@ -311,11 +325,5 @@ def main(argv: list[str] | None = None) -> int:
         OSError: "fix it and run the same command again (the output is deterministic)"})
     if code != exits.DONE:       # after a full disk, what was written is a partial dataset
         return code
-    if summary["unchanged"]:
-        print(f"synthetic: {args.out} already holds these {summary['train']} train + "
-              f"{summary['val']} val images (same options): nothing written")
-        return 0
-    print(f"synthetic: wrote {summary['train']} train + {summary['val']} val images of "
-          f"{summary['classes']} classes ({summary['layout']}) to {summary['root']} in "
-          f"{summary['seconds']} s ({summary['images_per_second']} images/s)")
+    _print_summary(args.out, summary)
     return 0
