@@ -109,6 +109,43 @@ def shape_trace(cfg: ModelConfig, batch: int = 1) -> list[tuple[str, str, tuple]
     return trace
 
 
+def _layer_tables(rows, towers: int, dev_a, dev_b) -> list[str]:
+    """One table per tower, then fc8's (one layer, on tower A's device)."""
+    row = "  {:<6} {:<25} {:<32} {:<10} {:<22} {:>12} {:>13}"
+    header = row.format("layer", "kernel", "input", "output", "then", "params", "MACs")
+    lines = []
+    for tower, device in zip(["A", "B"][:towers], (dev_a, dev_b)):
+        lines += [f"tower {tower} on {device}" + (" (single tower)" if towers == 1 else ""), header]
+        lines += [row.format(r["name"], r["what"], r["input"], r["output"], r["then"],
+                             f"{r['params']:,}", f"{r['macs']:,}") for r in rows[:-1]]
+    fc8 = rows[-1]
+    return lines + [f"fc8 on {dev_a} (one layer)", header,
+                    row.format("fc8", fc8["what"], fc8["input"], fc8["output"],
+                               "softmax in the loss", f"{fc8['params']:,}", f"{fc8['macs']:,}"), ""]
+
+
+def _totals(rows) -> list[str]:
+    """Parameters and multiply-adds per layer over all towers, their totals, and the crossings."""
+    lines = ["per layer, all towers:"]
+    total_p = {"conv": 0, "fc": 0}
+    total_m = {"conv": 0, "fc": 0}
+    for r in rows:
+        p, m = r["params"] * r["towers"], r["macs"] * r["towers"]
+        kind = "conv" if r["name"].startswith("conv") else "fc"
+        total_p[kind] += p
+        total_m[kind] += m
+        lines.append(f"  {r['name']:<6} {p:>12,} parameters {m / 1e9:>8.4f} GMAC")
+    params, macs = sum(total_p.values()), sum(total_m.values())
+    lines += ["",
+              f"total parameters: {params:,} (conv {total_p['conv']:,}, fc {total_p['fc']:,})",
+              f"total multiply-adds per image: {macs / 1e9:.3f} G (conv {total_m['conv'] / 1e9:.3f} G, "
+              f"fc {total_m['fc'] / 1e9:.3f} G)"]
+    crossing = [r["name"] for r in rows if r["crosses"]]
+    lines.append("layers that cross towers (see both towers' outputs): "
+                 + (", ".join(crossing) if crossing else "none (single tower)"))
+    return lines
+
+
 def render(cfg: ModelConfig, devices=None) -> str:
     """The summary as text (what `alexnet summary` prints), for every model.arch."""
     if cfg.arch == "cifar10_4layer":
@@ -128,33 +165,7 @@ def render(cfg: ModelConfig, devices=None) -> str:
              f"devices (model.devices={list(spec)}): tower A on {dev_a}"
              + (f", tower B on {dev_b}" if towers == 2 else " (single tower)")
              + f", fc8 on {dev_a}", ""]
-    row = "  {:<6} {:<25} {:<32} {:<10} {:<22} {:>12} {:>13}"
-    header = row.format("layer", "kernel", "input", "output", "then", "params", "MACs")
-    for tower, device in zip(["A", "B"][:towers], (dev_a, dev_b)):
-        lines += [f"tower {tower} on {device}" + (" (single tower)" if towers == 1 else ""), header]
-        lines += [row.format(r["name"], r["what"], r["input"], r["output"], r["then"],
-                             f"{r['params']:,}", f"{r['macs']:,}") for r in rows[:-1]]
-    fc8 = rows[-1]
-    lines += [f"fc8 on {dev_a} (one layer)", header,
-              row.format("fc8", fc8["what"], fc8["input"], fc8["output"], "softmax in the loss",
-                         f"{fc8['params']:,}", f"{fc8['macs']:,}"), ""]
-    lines.append("per layer, all towers:")
-    total_p = {"conv": 0, "fc": 0}
-    total_m = {"conv": 0, "fc": 0}
-    for r in rows:
-        p, m = r["params"] * r["towers"], r["macs"] * r["towers"]
-        kind = "conv" if r["name"].startswith("conv") else "fc"
-        total_p[kind] += p
-        total_m[kind] += m
-        lines.append(f"  {r['name']:<6} {p:>12,} parameters {m / 1e9:>8.4f} GMAC")
-    params, macs = sum(total_p.values()), sum(total_m.values())
-    lines += ["",
-              f"total parameters: {params:,} (conv {total_p['conv']:,}, fc {total_p['fc']:,})",
-              f"total multiply-adds per image: {macs / 1e9:.3f} G (conv {total_m['conv'] / 1e9:.3f} G, "
-              f"fc {total_m['fc'] / 1e9:.3f} G)"]
-    crossing = [r["name"] for r in rows if r["crosses"]]
-    lines.append("layers that cross towers (see both towers' outputs): "
-                 + (", ".join(crossing) if crossing else "none (single tower)"))
+    lines += _layer_tables(rows, towers, dev_a, dev_b) + _totals(rows)
     image = _shape(1, cfg.in_channels, cfg.input_size, cfg.input_size)
     lines += ["", f"output shapes of tower A for a {image} input:"]
     for name, op, shape in shape_trace(cfg):
