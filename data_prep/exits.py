@@ -31,6 +31,10 @@ class Failure(Exception):
     diverged). Exit 1."""
 
 
+class InputError(Failure):
+    """The input directory does not hold a layout we know, or its labels are inconsistent. Exit 1."""
+
+
 class Stopped:
     """A signal stopped the work; what was finished is kept. Exit 75. A mixin, not an Exception:
     a stop by Ctrl-C stays a KeyboardInterrupt, which `except Exception` does not swallow."""

@@ -30,8 +30,9 @@ import re
 import tarfile
 import zlib
 
-from data_prep.labels import (InputError, check_count, file_name, ids_to_wnids, read_class_names,
-                              read_devkit, read_labels_file)
+from data_prep.exits import InputError
+from data_prep.labels import (check_count, file_name, ids_to_wnids, read_class_names, read_devkit,
+                              read_labels_file)
 
 OFFICIAL = {
     2012: dict(train="ILSVRC2012_img_train.tar", val="ILSVRC2012_img_val.tar",

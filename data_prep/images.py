@@ -26,7 +26,8 @@ import os
 from PIL import Image
 
 from data_prep.anomalies import EXIF_ORIENTATION, GRAY_MODES
-from data_prep.imagenet import InputError, list_folder
+from data_prep.exits import InputError
+from data_prep.imagenet import list_folder
 from data_prep.interrupt import ignore_ctrl_c
 
 SPLIT_FOLDERS = ("train", "val", "test")

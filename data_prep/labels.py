@@ -12,13 +12,10 @@ import tarfile
 
 import numpy as np
 
-from data_prep import exits, matfile
+from data_prep import matfile
+from data_prep.exits import InputError
 
 NAME_FILES = ("synset_words.txt", "LOC_synset_mapping.txt")  # "wnid words…" per line
-
-
-class InputError(exits.Failure):
-    """The input directory does not hold a layout we know, or its labels are inconsistent."""
 
 
 def file_name(name: str) -> str:

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from data_prep import stats
-from data_prep.imagenet import InputError, discover
+from data_prep.exits import InputError
+from data_prep.imagenet import discover
 from data_prep.resize import resize_center_crop
 from data_prep.shards import PreparedSplit
 from data_prep.verify import verify
