@@ -28,7 +28,8 @@ from pathlib import Path
 
 from experiments import paper_numbers, recipes, report, rundir
 from experiments.runner import RunsFailed, run_status, train_and_evaluate, write_manifest
-from paper_alexnet import config, preemption
+from paper_alexnet import config
+from paper_alexnet.run import preemption
 
 BASELINE = "paper"
 RESUME = "the same `alexnet experiment ablate` command"

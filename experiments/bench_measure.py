@@ -19,7 +19,7 @@ from torch import nn
 from experiments import bench_lrn
 from paper_alexnet import config, lrn, optim
 from paper_alexnet.model import AlexNet, conv1_padding
-from paper_alexnet.precision import autocast
+from paper_alexnet.run.precision import autocast
 from paper_alexnet.train import forward_backward
 
 LRN_SHAPES = {"conv1": (48, 55, 55), "conv2": (128, 27, 27)}   # one tower's (C, H, W), Fig. 2
@@ -287,7 +287,8 @@ def measure_end_to_end(root, device, setting: Setting, batch: int, steps: int, w
     loader, no checks), timed right after (a shared machine's load drifts over minutes)."""
     import shutil
 
-    from paper_alexnet import metrics, train
+    from paper_alexnet import train
+    from paper_alexnet.run import metrics
     run_dir = Path(workdir) / f"end_to_end_{backend}_{workers}"
     shutil.rmtree(run_dir, ignore_errors=True)
     precision = "bf16" if setting.dtype == torch.bfloat16 else "fp32"

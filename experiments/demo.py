@@ -65,7 +65,7 @@ def check_out(out: Path, cfg: config.RunConfig, demo: dict, quick: bool) -> None
     """One --out folder holds one demo: a folder made by another (`demo` after `demo --quick`)
     is refused before anything runs (preflight.StartError, exit 2), never mixed or overwritten."""
     from data_prep.shards import PreparedSplit
-    from paper_alexnet.preflight import StartError
+    from paper_alexnet.run.preflight import StartError
     from paper_alexnet.resume import RESUME_MAY_CHANGE
     root, saved = out / "prepared", out / "run" / "config.yaml"
     wanted = {s: demo["classes"] * demo[f"{s}_per_class"] for s in ("train", "val")}
@@ -90,7 +90,7 @@ def _prepare(raw: Path, root: Path, demo: dict) -> bool:
     if (root / "val" / "manifest.json").is_file():     # check_out made sure it is this demo's
         print(f"{root} is already prepared (prepared data is immutable): reusing it")
         return False
-    from paper_alexnet.preflight import StartError
+    from paper_alexnet.run.preflight import StartError
     try:
         summary = synthetic.generate(raw, demo["classes"], demo["train_per_class"],
                                      demo["val_per_class"], seed=demo["seed"],
@@ -142,7 +142,7 @@ def _curves(run_dir: Path, out: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from paper_alexnet.metrics import read_metrics
+    from paper_alexnet.run.metrics import read_metrics
     train_records, val = read_metrics(run_dir, "train"), read_metrics(run_dir, "val")
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     a.plot([r["step"] for r in train_records], [r["loss"] for r in train_records])
@@ -198,7 +198,7 @@ def report(out: Path, cfg, demo: dict, result: dict, timings: dict, quick: bool,
 def run_demo(out: Path, quick: bool = False, recipe: Path = RECIPE, overrides=()) -> dict:
     from paper_alexnet.evaluate import evaluate
     from paper_alexnet.train import train
-    from paper_alexnet import checkpoint, results
+    from paper_alexnet.run import checkpoint, results
     out = Path(out)
     cfg, demo = load_recipe(recipe, quick, overrides)
     check_out(out, cfg, demo, quick)

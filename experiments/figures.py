@@ -38,7 +38,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from experiments import report
-from paper_alexnet import checkpoint
+from paper_alexnet.run import checkpoint
 
 # the chroma plane: an orthonormal basis of the RGB directions orthogonal to grey (1, 1, 1)
 CHROMA = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, -2.0]]).T / np.array([math.sqrt(2), math.sqrt(6)])

@@ -45,8 +45,8 @@ from pathlib import Path
 
 from experiments import paper_numbers, recipes, report, rundir
 from experiments.runner import DIVERGED, dataset_shape, train_run, write_manifest
-from paper_alexnet import metrics
-from paper_alexnet.callbacks import Callback, Progress
+from paper_alexnet.run import metrics
+from paper_alexnet.run.callbacks import Callback, Progress
 
 TARGET = paper_numbers.FIGURE1["target_train_error"]
 DEFAULT_LRS = (0.0003, 0.001, 0.003, 0.01, 0.03)

@@ -15,7 +15,8 @@ import math
 from pathlib import Path
 
 from data_prep.files import write_atomic
-from paper_alexnet import config, metrics
+from paper_alexnet import config
+from paper_alexnet.run import metrics
 
 # A run's record: what a report reads, without checkpoints (kilobytes, not gigabytes).
 RECORD = ("experiment.json", "config.yaml", "metrics.jsonl", "result.json")

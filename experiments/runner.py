@@ -7,7 +7,7 @@ one on the reported split. A run whose loss became NaN (train.NonFiniteLoss) is 
 RUN/DIVERGED file (its message names the step) and not retried (a learning-rate search expects
 some to diverge). A run that raised any other error gets RUN/FAILED (the traceback), removed when
 it later succeeds. `run_status` reads these back, so a report can say what became of every run it
-was asked for instead of leaving it out. A preempted run (paper_alexnet.preemption.Preempted) is
+was asked for instead of leaving it out. A preempted run (paper_alexnet.run.preemption.Preempted) is
 neither: it is resumable, and the experiment commands exit with status 75 like `alexnet train`.
 A SIGTERM or Ctrl-C that arrives outside training (between runs, during an evaluation) is held by
 `between_runs` and acted on before the next run starts: the same exit 75.
@@ -24,7 +24,8 @@ from pathlib import Path
 from data_prep import exits
 from data_prep.files import write_atomic
 from experiments import rundir
-from paper_alexnet import checkpoint, config, metrics, preemption, resume
+from paper_alexnet import config, resume
+from paper_alexnet.run import checkpoint, metrics, preemption
 
 DIVERGED = "DIVERGED"
 FAILED = "FAILED"
@@ -69,7 +70,7 @@ def train_run(cfg: config.RunConfig, data_root, run_dir, quiet: bool = False,
               callbacks=()) -> bool:
     """Train (or resume, or skip if finished) one run; False if it diverged (NaN loss). With
     `quiet` (no per-step output) one line per run says how it ended, so that a long experiment
-    is not silent for hours. `callbacks`: the training loop's (paper_alexnet/callbacks.py), e.g.
+    is not silent for hours. `callbacks`: the training loop's (paper_alexnet/run/callbacks.py), e.g.
     a stop at a target."""
     from paper_alexnet import train
     for stop in _between_runs:
@@ -120,9 +121,9 @@ def final_checkpoint(run_dir) -> Path:
 def evaluate_into(checkpoints: list[Path], data_root, split: str, ten_crop: bool,
                   out: Path) -> dict:
     """§6 errors of one checkpoint or of an ensemble, written to `out` (result.json format; a
-    result already there is kept: paper_alexnet/results.py)."""
+    result already there is kept: paper_alexnet/run/results.py)."""
     from paper_alexnet.evaluate import evaluate
-    from paper_alexnet.results import write_result
+    from paper_alexnet.run.results import write_result
     result = evaluate([str(p) for p in checkpoints], data_root, split, ten_crop=ten_crop)
     return write_result(out, result)     # a result of other checkpoints goes to the history
 

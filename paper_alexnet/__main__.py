@@ -1,4 +1,4 @@
 """`python -m paper_alexnet <verb>` is the same as `alexnet <verb>`."""
-from paper_alexnet.cli import main
+from paper_alexnet.app.cli import main
 
 raise SystemExit(main())

@@ -33,8 +33,9 @@ import torch
 
 from data_prep import exits
 from data_prep.progress import seconds_left
-from paper_alexnet import checkpoint, config, distributed, metrics, preflight, results
-from paper_alexnet.precision import autocast, resolve_precision
+from paper_alexnet import config
+from paper_alexnet.run import checkpoint, distributed, metrics, preflight, results
+from paper_alexnet.run.precision import autocast, resolve_precision
 
 # Declared on the config fields (config.ROLES): what ensemble members must agree on (on a train
 # split also which images it holds), and what `alexnet eval` may set.

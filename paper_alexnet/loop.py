@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from data_prep.progress import seconds_left
-from paper_alexnet import checkpoint, config, distributed, metrics, preemption, resume, watchdog
-from paper_alexnet.callbacks import Callback, Progress, first_stop
-from paper_alexnet.precision import resolve_precision
+from paper_alexnet import config, resume
+from paper_alexnet.run import checkpoint, distributed, metrics, preemption, watchdog
+from paper_alexnet.run.callbacks import Callback, Progress, first_stop
+from paper_alexnet.run.precision import resolve_precision
 
 
 @dataclass

@@ -22,7 +22,8 @@ from typing import Iterator
 
 import torch
 
-from paper_alexnet import checkpoint, config, distributed, optim, preflight, results
+from paper_alexnet import config, optim
+from paper_alexnet.run import checkpoint, distributed, preflight, results
 
 # What a resume may change, declared on the config fields (config.ROLES): e.g. `alexnet train
 # --run-dir RUN train.epochs=120` extends a run; `--allow-change optim.lr` lowers the rate by hand.

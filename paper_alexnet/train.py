@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from data_prep import exits
-from paper_alexnet import (checkpoint, config, distributed, metrics, preemption, preflight,
-                           resume, watchdog)
+from paper_alexnet import config, resume
+from paper_alexnet.run import checkpoint, distributed, metrics, preemption, preflight, watchdog
 from paper_alexnet.evaluate import error_rates
 from paper_alexnet.loop import Loop
-from paper_alexnet.precision import autocast
-from paper_alexnet.watchdog import NonFiniteLoss
+from paper_alexnet.run.precision import autocast
+from paper_alexnet.run.watchdog import NonFiniteLoss
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from paper_alexnet.callbacks import Callback
+from paper_alexnet.run.callbacks import Callback
 
 ENV = "ALEXNET_FAULT"
 KINDS = ("nan_loss", "inf_grad", "crash", "kill", "sigterm", "busy")

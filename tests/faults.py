@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from paper_alexnet.callbacks import Callback
+from paper_alexnet.run.callbacks import Callback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,14 +96,14 @@ def same_weights(a: dict, b: dict) -> bool:
 
 def train_records(run_dir, kind="train"):
     """(step, loss, error) of train records, or (step, top1, top5) of val records."""
-    from paper_alexnet import metrics
+    from paper_alexnet.run import metrics
     keys = ("loss", "error") if kind == "train" else ("top1", "top5")
     return [(r["step"], *(r[k] for k in keys)) for r in metrics.read_metrics(run_dir, kind)]
 
 
 def assert_same_run(run, reference):
     """Same train and val records and bit-identical final weights."""
-    from paper_alexnet import checkpoint
+    from paper_alexnet.run import checkpoint
     assert train_records(run) == train_records(reference)
     assert train_records(run, "val") == train_records(reference, "val")
     assert same_weights(checkpoint.load_latest(run)[1]["model"],

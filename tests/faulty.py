@@ -7,7 +7,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fault_hook  # noqa: E402  (this folder, sys.path[0] as a script)
-from paper_alexnet import cli, train  # noqa: E402
+from paper_alexnet import train  # noqa: E402
+from paper_alexnet.app import cli  # noqa: E402
 
 if __name__ == "__main__":
     fault = fault_hook.from_env(int(os.environ.get("RANK", "0")))

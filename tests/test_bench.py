@@ -11,7 +11,8 @@ import torch
 from data_prep import shards
 from data_prep import stats as prep_stats
 from experiments import bench, bench_measure
-from paper_alexnet import AlexNet, cli
+from paper_alexnet import AlexNet
+from paper_alexnet.app import cli
 from paper_alexnet.config import ModelConfig
 
 torch.set_num_threads(1)
@@ -180,7 +181,7 @@ def test_fast_step_on_a_gpu_never_waits_for_the_host():
 
 
 def _output_and_grads(net, params, x, dtype):
-    from paper_alexnet.precision import autocast
+    from paper_alexnet.run.precision import autocast
     for p in params:
         p.grad = None
     with autocast(torch.device("cpu"), dtype):

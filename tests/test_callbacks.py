@@ -1,11 +1,12 @@
-"""The training loop's callbacks (paper_alexnet/callbacks.py): a stop at an epoch's end or in the
-middle of one is checkpointed and logged, the run is exactly the one that would have been
+"""The training loop's callbacks (paper_alexnet/run/callbacks.py): a stop at an epoch's end or
+in the middle of one is checkpointed and logged, the run is exactly the one that would have been
 trained to that point, a rerun with the same callback trains nothing more, and a rerun without it
 continues. The Figure-1 net on the tiny prepared dataset."""
 import torch
 
-from paper_alexnet import checkpoint, config, metrics
-from paper_alexnet.callbacks import Callback, Progress, first_stop
+from paper_alexnet import config
+from paper_alexnet.run import checkpoint, metrics
+from paper_alexnet.run.callbacks import Callback, Progress, first_stop
 from paper_alexnet.train import train
 
 SMALL_NET = ["model.arch=cifar10_4layer", "model.input_size=64", "model.num_classes=4",

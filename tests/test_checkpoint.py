@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from paper_alexnet import checkpoint
-from paper_alexnet.checkpoint import CheckpointError
+from paper_alexnet.run import checkpoint
+from paper_alexnet.run.checkpoint import CheckpointError
 
 torch.set_num_threads(1)
 

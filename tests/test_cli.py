@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from paper_alexnet import cli, config
+from paper_alexnet import config
+from paper_alexnet.app import cli
 
 
 class _Parsed(Exception):
@@ -92,7 +93,7 @@ def test_every_parser_and_subcommand_has_a_description(monkeypatch):
 # ----------------------------------------------------------------------------- alexnet config
 
 def test_config_lists_every_key_with_its_default_choices_and_section(capsys):
-    from paper_alexnet.show_config import main
+    from paper_alexnet.app.show_config import main
     assert main([]) == 0
     out = capsys.readouterr().out
     keys = config.flatten(config.to_dict(config.RunConfig()))
@@ -106,7 +107,7 @@ def test_config_lists_every_key_with_its_default_choices_and_section(capsys):
 
 def test_config_shows_a_recipe_and_overrides_and_marks_what_differs(capsys, tmp_path,
                                                                      monkeypatch):
-    from paper_alexnet.show_config import main
+    from paper_alexnet.app.show_config import main
     monkeypatch.chdir(tmp_path)                        # the recipe is found from anywhere
     assert main(["--recipe", "no_lrn", "optim.lr=0.02", "model", "optim.lr"]) == 0
     out = capsys.readouterr().out
@@ -123,7 +124,7 @@ def test_config_shows_a_recipe_and_overrides_and_marks_what_differs(capsys, tmp_
     (["optimiser"], "unknown section or key 'optimiser'; sections: model, data, optim"),
 ])
 def test_config_bad_command_line_is_one_line_and_exit_2(capsys, argv, message):
-    from paper_alexnet.show_config import main
+    from paper_alexnet.app.show_config import main
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -313,7 +314,7 @@ def test_prep_prints_a_readable_summary_and_stats_table(tmp_path, capsys):
 def test_config_header_names_the_file_used_when_a_file_shadows_a_recipe(capsys, tmp_path,
                                                                           monkeypatch):
     """A file named like a recipe wins (the documented rule): the header says which file."""
-    from paper_alexnet.show_config import main
+    from paper_alexnet.app.show_config import main
     monkeypatch.chdir(tmp_path)
     (tmp_path / "paper").write_text("optim: {lr: 0.02}\n")
     assert main(["--recipe", "paper", "optim.lr"]) == 0
@@ -328,7 +329,7 @@ def test_the_demos_settings_are_not_a_recipe_and_not_a_run_config(tmp_path, caps
     """demo.yaml lives beside the demo, out of the recipes: by name it is no recipe, and as a file
     its demo: section is an unknown key (one line, exit 2, nothing written)."""
     from paper_alexnet.train import main as train
-    from paper_alexnet.show_config import main as show
+    from paper_alexnet.app.show_config import main as show
     demo_yaml = str(Path(__file__).resolve().parent.parent / "experiments" / "demo.yaml")
     for given, said in (("demo", "no recipe of that name"), (demo_yaml, "unknown key(s) demo")):
         for run, argv in ((train, ["--config", given, "--data", str(tmp_path), "--run-dir",

@@ -11,8 +11,9 @@ import sys
 import pytest
 import torch
 
-from paper_alexnet import checkpoint, config, metrics
-from paper_alexnet.distributed import World, local_batch_size, replica_devices
+from paper_alexnet import config
+from paper_alexnet.run import checkpoint, metrics
+from paper_alexnet.run.distributed import World, local_batch_size, replica_devices
 from paper_alexnet.evaluate import evaluate
 from paper_alexnet.train import train
 from conftest import make_prepared
@@ -102,7 +103,7 @@ def test_two_gloo_processes_evaluate_as_one(tmp_path):
 # Each of two processes prints its threads before init_from_env and after shutdown.
 SHUTDOWN_SCRIPT = """
 import json, os, torch
-from paper_alexnet import distributed
+from paper_alexnet.run import distributed
 
 def threads():
     return sorted(open(f"/proc/self/task/{t}/comm").read().strip()

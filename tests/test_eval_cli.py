@@ -11,7 +11,8 @@ import pytest
 
 from conftest import make_prepared
 from faults import SMALL_NET
-from paper_alexnet import checkpoint, config, preflight, results
+from paper_alexnet import config
+from paper_alexnet.run import checkpoint, preflight, results
 from paper_alexnet.evaluate import evaluate, main
 from paper_alexnet.train import train
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from paper_alexnet import checkpoint, config
+from paper_alexnet import config
+from paper_alexnet.run import checkpoint
 from paper_alexnet.evaluate import EvaluationError, error_rates, evaluate, main
 from paper_alexnet.train import train
 from test_train import SMALL_NET

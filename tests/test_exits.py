@@ -7,12 +7,12 @@ from data_prep.interrupt import Interrupted
 from data_prep.shards import FormatError, WrittenOnce
 from experiments.real_data import LayoutError
 from experiments.runner import RunsFailed
-from paper_alexnet.checkpoint import CheckpointError
+from paper_alexnet.run.checkpoint import CheckpointError
 from paper_alexnet.config import ConfigError
 from paper_alexnet.evaluate import EvaluationError
-from paper_alexnet.preemption import Preempted
-from paper_alexnet.preflight import StartError
-from paper_alexnet.watchdog import NonFiniteLoss
+from paper_alexnet.run.preemption import Preempted
+from paper_alexnet.run.preflight import StartError
+from paper_alexnet.run.watchdog import NonFiniteLoss
 
 
 def raising(err):

@@ -170,7 +170,8 @@ def test_initial_model_is_the_weights_training_starts_from(data_root, tmp_path):
     """Figure 3's "initial" kernels: the run's seed and config rebuild exactly the network that
     `alexnet train` starts from (resume.start builds it; nothing is written)."""
     import torch
-    from paper_alexnet import distributed, resume
+    from paper_alexnet import resume
+    from paper_alexnet.run import distributed
     cfg = config.load(None, [*TINY, "model.num_classes=4", "model.input_size=64",
                              "train.seed=7"])
     started = resume.start(cfg, data_root, tmp_path / "run", distributed.World()).model

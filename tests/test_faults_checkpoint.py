@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from paper_alexnet import checkpoint
+from paper_alexnet.run import checkpoint
 
 
 def _save_forever(run_dir, keep_last):

@@ -244,7 +244,7 @@ def test_manifest_file_names_that_escape_the_split_are_refused(tmp_path):
 def test_pruning_a_symlinked_checkpoint_never_touches_its_target(tmp_path):
     """A checkpoint name that is a symlink to a file outside the run: pruning removes the link
     only; the outside file is unchanged."""
-    from paper_alexnet import checkpoint
+    from paper_alexnet.run import checkpoint
     outside = tmp_path / "precious.bin"
     outside.write_bytes(b"keep me")
     folder = tmp_path / "run" / "checkpoints"
@@ -261,7 +261,7 @@ def test_pruning_a_symlinked_checkpoint_never_touches_its_target(tmp_path):
 def test_malicious_checkpoint_given_to_eval_runs_nothing(tmp_path, capsys):
     """`alexnet eval --checkpoint evil.pt` where evil.pt (with a matching digest) would run a
     command when unpickled: exit 1 naming the file; the payload never runs."""
-    from paper_alexnet import checkpoint
+    from paper_alexnet.run import checkpoint
     from paper_alexnet.evaluate import main as eval_main
     data = make_prepared(tmp_path / "data")
     marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"

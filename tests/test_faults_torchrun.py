@@ -11,7 +11,7 @@ import time
 import pytest
 
 from faults import REPO, SMALL_NET, assert_same_run, child_env, torchrun, write_recipe
-from paper_alexnet import checkpoint
+from paper_alexnet.run import checkpoint
 
 DDP = SMALL_NET + ["train.epochs=2", "train.steps_per_epoch=4", "train.log_every=2",
                    "train.checkpoint_every=2"]

@@ -21,7 +21,8 @@ import fault_hook
 from data_prep import exits
 from faults import (REPO, SMALL_NET, AtStep, alexnet, assert_same_run, child_env, program,
                     train_records, write_recipe)
-from paper_alexnet import checkpoint, config, metrics, preemption, watchdog
+from paper_alexnet import config
+from paper_alexnet.run import checkpoint, metrics, preemption, watchdog
 from paper_alexnet.train import NonFiniteLoss, train
 
 SHORT = SMALL_NET + ["train.epochs=3", "train.steps_per_epoch=4", "train.log_every=1",

@@ -10,7 +10,7 @@ import pytest
 
 from data_prep import files, shards
 from experiments import runner
-from paper_alexnet import metrics, results
+from paper_alexnet.run import metrics, results
 
 
 def _record(monkeypatch, folder, name):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from paper_alexnet.metrics import (MetricsLog, RunningMeans, format_duration,
+from paper_alexnet.run.metrics import (MetricsLog, RunningMeans, format_duration,
                                    read_metrics, topk_errors)
 
 torch.set_num_threads(1)

@@ -9,7 +9,7 @@ import pytest
 
 from experiments import cli, generated, recipes, relu_factors, relu_vs_tanh
 from experiments.runner import train_run
-from paper_alexnet import checkpoint, metrics
+from paper_alexnet.run import checkpoint, metrics
 
 TINY = ["train.steps_per_epoch=2", "optim.batch_size=8", "eval.batch_size=16", "data.workers=0",
         "train.log_every=1"]

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from paper_alexnet import checkpoint, config, data, evaluate, metrics, optim
+from paper_alexnet import config, data, evaluate, optim
+from paper_alexnet.run import checkpoint, metrics
 from paper_alexnet import train as train_module
 from paper_alexnet.train import train
 from faults import AtStep, assert_same_run, same_weights

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from faults import SMALL_NET, AtStep, snapshot, write_recipe
-from paper_alexnet import checkpoint, config, metrics, resume
+from paper_alexnet import config, resume
+from paper_alexnet.run import checkpoint, metrics
 from paper_alexnet.train import main, train
 
 BASE = SMALL_NET + ["train.epochs=1", "train.steps_per_epoch=2"]
@@ -134,7 +135,7 @@ def test_a_checkpoint_whose_tensors_do_not_fit_the_network_is_one_start_error(da
     """Past the config check (the same config, its checkpoint's weights of another shape, as a
     hand-edited or foreign file would hold): restoring it names the file and both ways out."""
     from pathlib import Path
-    from paper_alexnet import distributed, preflight
+    from paper_alexnet.run import distributed, preflight
     cfg = config.load(None, BASE)
     run = resume.start(cfg, data_root, tmp_path / "run", distributed.World())
     state = {"model": {k: v[:1] for k, v in run.model.state_dict().items()}}

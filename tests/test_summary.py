@@ -5,10 +5,10 @@ import torch
 import yaml
 
 from conftest import course_notes_model
-from paper_alexnet import cli
+from paper_alexnet.app import cli
 from paper_alexnet.config import ConfigError, ModelConfig
 from paper_alexnet.model import AlexNet
-from paper_alexnet.summary import main, model_config, render, shape_trace, tower_rows
+from paper_alexnet.app.summary import main, model_config, render, shape_trace, tower_rows
 
 torch.set_num_threads(2)
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from faults import AtStep
-from paper_alexnet import checkpoint, config, metrics
+from paper_alexnet import config
+from paper_alexnet.run import checkpoint, metrics
 from paper_alexnet.resume import resolve_run_config
 from paper_alexnet.train import NonFiniteLoss, main, train
 

@@ -14,7 +14,8 @@ import pytest
 
 from faults import REPO, SMALL_NET, child_env, snapshot, write_recipe
 from data_prep.__main__ import main as prep
-from paper_alexnet import checkpoint, config
+from paper_alexnet import config
+from paper_alexnet.run import checkpoint
 from paper_alexnet import evaluate as evaluate_module
 from paper_alexnet.train import main as train_main, train
 
@@ -170,7 +171,7 @@ def test_checkpoint_warnings_are_one_line(data_root, tmp_path, capsys):
     """A warning of checkpoint.py (here: a checkpoint without its .sha256, given to `alexnet
     eval`) prints as "alexnet eval: WARNING: …", not as Python's "…/checkpoint.py:183:
     UserWarning: …" followed by the source line."""
-    from paper_alexnet import cli
+    from paper_alexnet.app import cli
     run = tmp_path / "run"
     train(config.load(None, SMALL_NET + ["train.epochs=1", "train.steps_per_epoch=2"]),
           data_root, run, quiet=True)

@@ -13,7 +13,8 @@ from conftest import make_prepared
 from data_prep import __main__ as prep
 from data_prep import synthetic
 from faults import SMALL_NET
-from paper_alexnet import config, evaluate, metrics
+from paper_alexnet import config, evaluate
+from paper_alexnet.run import metrics
 from paper_alexnet.train import train
 from test_prep_images import dataset
 from test_small import write_cifar, write_fashion

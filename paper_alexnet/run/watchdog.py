@@ -20,7 +20,7 @@ import sys
 import torch
 
 from data_prep import exits
-from paper_alexnet import distributed, metrics
+from paper_alexnet.run import distributed, metrics
 
 CHANCE_TOLERANCE = 0.02   # relative: ln(1000) = 6.908 -> "at chance" above 6.77
 

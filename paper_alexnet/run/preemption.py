@@ -141,7 +141,7 @@ class StopRequest:
         if not at_sync_point:
             return False
         import torch.distributed as dist
-        from paper_alexnet.distributed import collective_device
+        from paper_alexnet.run.distributed import collective_device
         flag = torch.tensor([int(self.requested)],
                             device=collective_device(world, torch.device(device)))
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)

@@ -9,8 +9,10 @@ import warnings
 # verb -> (module, one-line help). Each module has main(argv) -> int.
 VERBS = {
     "demo": ("experiments.demo", "synthetic data -> prep -> train -> eval -> report, on any CPU"),
-    "config": ("paper_alexnet.show_config", "every config key: its value, what it may be, its §"),
-    "summary": ("paper_alexnet.summary", "per-tower, per-layer shapes, parameters, multiply-adds"),
+    "config": ("paper_alexnet.app.show_config",
+               "every config key: its value, what it may be, its §"),
+    "summary": ("paper_alexnet.app.summary",
+                "per-tower, per-layer shapes, parameters, multiply-adds"),
     "prep": ("data_prep.__main__", "prepare ImageNet / CIFAR-10 / Fashion-MNIST / synthetic data"),
     "train": ("paper_alexnet.train", "train a network from a config into a run directory"),
     "eval": ("paper_alexnet.evaluate", "top-1/top-5 error, centre crop and ten crops, ensembles"),

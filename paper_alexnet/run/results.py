@@ -22,7 +22,8 @@ import warnings
 from pathlib import Path
 
 from data_prep.files import sha256_file, write_atomic
-from paper_alexnet import checkpoint, config, preflight
+from paper_alexnet import config
+from paper_alexnet.run import checkpoint, preflight
 
 VIEWS = ("center", "ten_crop")
 SAME = ("checkpoints", "split", "images", "data_manifest_sha256")   # what makes two results mergeable
