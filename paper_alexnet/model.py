@@ -153,6 +153,7 @@ class Tower(nn.Module):
 
     def __init__(self, layers: list[Layer], config: ModelConfig):
         super().__init__()
+        self.lrn = nn.ModuleDict()      # the layer each follows -> its LRN (conv1, conv2)
         for layer in layers:
             if layer.removed:
                 module = nn.AvgPool2d(11, 4) if layer.name == "conv1" else nn.Identity()
@@ -163,8 +164,7 @@ class Tower(nn.Module):
                 module = skip_init(nn.Linear, layer.in_features, layer.out_features)
             setattr(self, layer.name, module)
             if "lrn" in layer.then:
-                lrn = LocalResponseNorm(config.lrn, config.lrn_impl)
-                setattr(self, "lrn" + layer.name[-1], lrn)     # lrn1, lrn2
+                self.lrn[layer.name] = LocalResponseNorm(config.lrn, config.lrn_impl)
 
     @property
     def device(self) -> torch.device:
@@ -274,7 +274,7 @@ class AlexNet(nn.Module):
             if "act" in spec.then:
                 x = self.act(x)
             if "lrn" in spec.then:
-                x = getattr(tower, "lrn" + name[-1])(x)
+                x = tower.lrn[name](x)
             if "pool" in spec.then:
                 x = self.pool(x)
             out.append(x)
