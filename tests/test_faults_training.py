@@ -373,8 +373,10 @@ def test_two_ctrl_c_in_one_torch_call_are_counted_as_two():
 
 @pytest.mark.slow
 def test_many_sigterms_in_a_row_then_bit_identical(data_root, tmp_path):
-    """SIGTERM the same run again and again, 1-2 steps after each resume, until it completes
-    (24 steps, about 15 stops); the result equals the uninterrupted run."""
+    """SIGTERM the same run again and again, as soon as each resume logs its first step, until it
+    completes (24 steps); the result equals the uninterrupted run. Where each stop lands depends on
+    the machine: the signal comes up to 20 ms after the log line, and a fast CPU finishes one or
+    two more steps in that time, so a run has 8 to 22 stops."""
     steps = SHORT + ["train.epochs=6"]
     reference = tmp_path / "whole"
     train(config.load(None, steps), data_root, reference, quiet=True)
@@ -383,14 +385,14 @@ def test_many_sigterms_in_a_row_then_bit_identical(data_root, tmp_path):
     run, rng, done, stops = tmp_path / "run", random.Random(seed), 0, []
     args = ["train", "--config", recipe, "--data", data_root, "--run-dir", run]
     while done < 22:
-        step = min(done + rng.randint(1, 2), 22)
+        step = min(done + 1, 22)
         code, _, err = sigterm_after_step(args, step, rng.uniform(0.0, 0.02))
         assert code == exits.STOPPED, f"(seed {seed}, stops so far {stops})\n{err}"
         done = int(re.search(r"after step (\d+)", err).group(1))
         stops.append(done)
         args = ["train", "--data", data_root, "--run-dir", run]
     assert alexnet(args).returncode == 0
-    assert len(stops) >= 10, f"only {len(stops)} SIGTERM stops, at steps {stops} (seed {seed})"
+    assert len(stops) >= 8, f"only {len(stops)} SIGTERM stops, at steps {stops} (seed {seed})"
     print(f"seed {seed}: {len(stops)} SIGTERM stops, at steps {stops}")   # shown if the next fails
     assert_same_run(run, reference)
 
