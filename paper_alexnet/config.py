@@ -229,7 +229,7 @@ class TrainConfig(_Section):
                                   roles=("resume", "scale"))
     not_learning_epochs: int = _value(5, "report 'not learning' when the training loss stays at "
                                       "chance level, ln(classes), this many epochs in a row (not "
-                                      "in the paper; 0 = off; watchdog.py)", 0,
+                                      "in the paper; 0 = off; run/watchdog.py)", 0,
                                       roles=("resume", "scale"))
 
 

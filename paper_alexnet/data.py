@@ -242,7 +242,7 @@ def start_workers(loader: DataLoader):
     the whole process group. torch's workers die of SIGTERM, and the training process then fails
     with "DataLoader worker … is killed by signal" wherever it is, even while writing the
     checkpoint of the stop. Blocked, the signals wait in the workers (see `_worker_signals`), so
-    only the training process decides when to stop (preemption.py); it then shuts its workers
+    only the training process decides when to stop (run/preemption.py); it then shuts its workers
     down as after any epoch. Signals that reach the training process while its workers start
     stay pending for those milliseconds and are handled right after."""
     if not loader.num_workers:

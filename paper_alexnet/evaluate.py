@@ -15,7 +15,7 @@ checked, else it fails.
 `alexnet eval --run-dir RUN | --checkpoint CKPT [--checkpoint CKPT2 …] [--data ROOT] [--split val]
 [--device D] [--out FILE] [key=value …]` checks the output path, the data and the classes first
 (exit 2, nothing written), prints progress with rate and ETA, prints the results, then writes
-RUN/result.json (or FILE) without losing a result already there (results.py).
+RUN/result.json (or FILE) without losing a result already there (run/results.py).
 `evaluate(checkpoints, data_root, split, ten_crop, …)` from Python.
 """
 from __future__ import annotations

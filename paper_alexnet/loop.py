@@ -2,11 +2,11 @@
 
 `Loop.open` does the start-up that writes: config.yaml, metrics.jsonl's resume events, the
 device settings, the preemption handlers. The loop then talks to everything around the SGD step
-through callbacks (callbacks.py), in this order at every step and epoch end:
+through callbacks (run/callbacks.py), in this order at every step and epoch end:
 
 1. `TrainLog`     metrics.jsonl and the progress line (every record of a step comes first);
 2. `Checkpoints`  a checkpoint every `train.checkpoint_every` steps and at every epoch end;
-3. `Preemption`   SIGTERM/SIGINT asked for a stop (preemption.py): checkpoint, log, exit 75;
+3. `Preemption`   SIGTERM/SIGINT asked for a stop (run/preemption.py): checkpoint, log, exit 75;
 4. the caller's callbacks (Figure 1's stop at the target, tests' faults), which see every step
    with its checkpoint already written.
 """
@@ -40,7 +40,7 @@ class Loop:
     quiet: bool
     stop: preemption.StopRequest
     running: metrics.RunningMeans   # loss and error sums since the last log step, on the device
-    first_bad: torch.Tensor         # the first non-finite step, on the device (watchdog.py)
+    first_bad: torch.Tensor         # the first non-finite step, on the device (run/watchdog.py)
     callbacks: list = field(default_factory=list)
     val: dict = field(default_factory=dict)         # the newest epoch's evaluation
     dropped: bool = False                            # did that epoch end divide the rate
@@ -257,7 +257,7 @@ class Checkpoints(Callback):
 
 
 class Preemption(Callback):
-    """A SIGTERM/SIGINT (preemption.py) that every rank agreed on stops the run at the next step
+    """A SIGTERM/SIGINT (run/preemption.py) that every rank agreed on stops the run at the next step
     or epoch end: checkpoint (unless just written), log, raise `preemption.Preempted` (exit 75).
     Not after the last epoch: that run has finished."""
 

@@ -9,8 +9,8 @@ words that say where a run stands (docs/ARCHITECTURE.md decision 6; docs/trainin
   command says `--allow-change KEY`: the change is then recorded in metrics.jsonl. The network of
   the checkpoint must be the one the config describes (every model.* key but model.devices).
 - `start(...)`: everything of a run that can fail before its first step, with nothing written:
-  config, data checks (preflight.py), devices, network, optimiser, schedule, the newest checkpoint
-  loaded into them, the first batches. train.py writes config.yaml only after it.
+  config, data checks (run/preflight.py), devices, network, optimiser, schedule, the newest
+  checkpoint loaded into them, the first batches. train.py writes config.yaml only after it.
 - `position(...)` counts epochs as the progress line does; `diverged(...)` says what works after a
   NaN or infinite loss.
 """
@@ -107,8 +107,8 @@ class Run:
 
 def start(requested, data_root, run_dir: Path, world, allow_change=()) -> Run:
     """Everything that can fail before the first step, with nothing written: the run's config
-    (resume.py), the data (preflight.py: a prepared ROOT, enough images for a batch, the classes of
-    model.num_classes), the devices, the network, optimiser and schedule, the newest checkpoint
+    (resume.py), the data (run/preflight.py: a prepared ROOT, enough images for a batch, the classes
+    of model.num_classes), the devices, the network, optimiser and schedule, the newest checkpoint
     loaded into them, the first epoch's batches. Errors are one line (preflight.StartError)."""
     from paper_alexnet import data as data_lib   # the input pipeline (owned by data.py)
     from paper_alexnet import model as model_lib

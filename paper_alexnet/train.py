@@ -1,5 +1,5 @@
 """§5: training. One flat loop: batch → forward → cross-entropy (batch mean) → backward → §5 step;
-logging, checkpoints and stops plug in as callbacks (loop.py, callbacks.py).
+logging, checkpoints and stops plug in as callbacks (loop.py, run/callbacks.py).
 
 `alexnet train --config FILE [--data ROOT] [--run-dir DIR] [section.key=value …]` (`main`), or
 `train(cfg, data_root, run_dir)` from Python. A run directory is the unit of work
@@ -106,7 +106,7 @@ def train(cfg: config.RunConfig | None, data_root, run_dir, *, quiet: bool = Fal
     """Train (or resume) the run in `run_dir`; returns a summary dict. `cfg=None` resumes with the
     run directory's own config; `allow_change`: keys of resume.ON_REQUEST a resume may change.
     Nothing is written before every start-up check passed (preflight.StartError otherwise).
-    `callbacks`: hooks at the start, after every step and every epoch (callbacks.py), called
+    `callbacks`: hooks at the start, after every step and every epoch (run/callbacks.py), called
     after the loop's own (loop.py: log, checkpoint, preemption)."""
     world = distributed.current_world()
     with preflight.starting():
